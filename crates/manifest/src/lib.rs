@@ -1,0 +1,440 @@
+//! `runway.toml`: the types a team writes, parsed once into validated values.
+//!
+//! This crate owns the manifest's shape, its human-readable units (`128MiB`, `3s`), its
+//! routes and the whole-document checks (duplicate names, conflicting routes). It turns a
+//! manifest into [`FunctionConfig`] values: the frozen per-function configuration that the
+//! server stores with each release and that the runtime reads. It has no wasmtime, network
+//! or storage dependency, so the CLI and the server validate with exactly the same code.
+
+mod route;
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use route::{Method, Route, RouteConflict, RouteKind};
+pub use units::{ByteSize, HumanDuration};
+
+/// The file name `runway deploy` looks for in a folder.
+pub const MANIFEST_FILE: &str = "runway.toml";
+
+/// Memory size a function gets when its manifest does not say.
+pub const DEFAULT_MEMORY: ByteSize = ByteSize::mib(128);
+/// Timeout a function gets when its manifest does not say.
+pub const DEFAULT_TIMEOUT: HumanDuration = HumanDuration::from_millis(10_000);
+/// Smallest memory size a function may ask for.
+pub const MIN_MEMORY: ByteSize = ByteSize::mib(1);
+/// Largest memory size a function may ask for: the 32-bit linear memory limit.
+pub const MAX_MEMORY: ByteSize = ByteSize::mib(4096);
+/// Longest timeout a function may ask for (AWS Lambda's maximum, 15 minutes).
+pub const MAX_TIMEOUT: HumanDuration = HumanDuration::from_millis(900_000);
+
+/// Everything that can be wrong with a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The manifest file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or a key or value is not what the manifest allows.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The manifest file.
+        path: PathBuf,
+        /// The parser's message, with line, column and the offending text.
+        message: String,
+    },
+    /// The document parsed, but its functions contradict each other or the platform's limits.
+    #[error("{path}: {}", problems.join("\n  "))]
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// Every problem found, one sentence each.
+        problems: Vec<String>,
+    },
+}
+
+/// A function's name: lower-case letters, digits and dashes, starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for FunctionName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let starts_with_letter = name.starts_with(|c: char| c.is_ascii_lowercase());
+        if name.is_empty() || name.len() > 63 || !valid_chars || !starts_with_letter {
+            return Err(format!(
+                "invalid function name `{name}`: use 1 to 63 lower-case letters, digits and \
+                 dashes, starting with a letter (for example `orders-api`)"
+            ));
+        }
+        Ok(FunctionName(name))
+    }
+}
+
+impl TryFrom<&str> for FunctionName {
+    type Error = String;
+
+    fn try_from(name: &str) -> Result<Self, String> {
+        FunctionName::try_from(name.to_owned())
+    }
+}
+
+impl From<FunctionName> for String {
+    fn from(name: FunctionName) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An HTTP trigger: the route a function answers and, optionally, the methods it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTrigger {
+    /// Exact path (`/hello`) or prefix (`/orders/...`).
+    pub route: Route,
+    /// Accepted methods; empty means every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<Method>,
+}
+
+/// One `[[function.trigger]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// An HTTP route.
+    pub http: HttpTrigger,
+}
+
+/// The frozen configuration of one function: what a release records and the runtime reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// The function's name, unique per environment.
+    pub name: FunctionName,
+    /// Linear memory the function may use; also the size it is billed for.
+    pub memory: ByteSize,
+    /// Wall-clock time an invocation may take before it is interrupted.
+    pub timeout: HumanDuration,
+    /// Environment variables the function sees; it sees no others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// HTTP routes that invoke the function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpTrigger>,
+}
+
+impl FunctionConfig {
+    /// Problems with this function on its own, each a full sentence.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let name = &self.name;
+        if self.memory < MIN_MEMORY || self.memory > MAX_MEMORY {
+            problems.push(format!(
+                "function `{name}`: memory = \"{}\" is outside the allowed range {MIN_MEMORY} to \
+                 {MAX_MEMORY}",
+                self.memory
+            ));
+        }
+        if self.memory.bytes() % ByteSize::mib(1).bytes() != 0 {
+            problems.push(format!(
+                "function `{name}`: memory = \"{}\" must be a whole number of MiB (it is billed \
+                 per MB, as on AWS Lambda)",
+                self.memory
+            ));
+        }
+        if self.timeout.millis() == 0 || self.timeout > MAX_TIMEOUT {
+            problems.push(format!(
+                "function `{name}`: timeout = \"{}\" is outside the allowed range 1ms to \
+                 {MAX_TIMEOUT}",
+                self.timeout
+            ));
+        }
+        for key in self.env.keys() {
+            let valid = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                problems.push(format!(
+                    "function `{name}`: env key `{key}` is not a valid variable name (letters, \
+                     digits and `_`, not starting with a digit)"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// One `[[function]]` table as written in the manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    name: FunctionName,
+    component: PathBuf,
+    #[serde(default)]
+    build: Option<String>,
+    #[serde(default = "default_memory")]
+    memory: ByteSize,
+    #[serde(default = "default_timeout")]
+    timeout: HumanDuration,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    trigger: Vec<Trigger>,
+}
+
+fn default_memory() -> ByteSize {
+    DEFAULT_MEMORY
+}
+
+fn default_timeout() -> HumanDuration {
+    DEFAULT_TIMEOUT
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    function: Vec<RawFunction>,
+}
+
+/// A function as the manifest describes it: its configuration plus where its code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSource {
+    /// The configuration that will be frozen into a release.
+    pub config: FunctionConfig,
+    /// The component file, resolved against the manifest's folder.
+    pub component: PathBuf,
+    /// A shell command that builds the component, run in the manifest's folder.
+    pub build: Option<String>,
+}
+
+/// A parsed and validated `runway.toml`.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// The folder holding the manifest; relative paths resolve against it.
+    pub dir: PathBuf,
+    /// Its functions, in the order written.
+    pub functions: Vec<FunctionSource>,
+}
+
+impl Manifest {
+    /// Reads a manifest from `path`, which may be the file or a folder holding `runway.toml`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let file = if path.is_dir() {
+            path.join(MANIFEST_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        Manifest::parse(&file, &text)
+    }
+
+    /// Parses manifest text; `path` names the file in messages and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|err| ManifestError::Syntax {
+            path: path.to_path_buf(),
+            message: err.to_string().trim_end().to_owned(),
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let functions: Vec<FunctionSource> = raw
+            .function
+            .into_iter()
+            .map(|f| FunctionSource {
+                component: dir.join(&f.component),
+                build: f.build,
+                config: FunctionConfig {
+                    name: f.name,
+                    memory: f.memory,
+                    timeout: f.timeout,
+                    env: f.env,
+                    http: f.trigger.into_iter().map(|t| t.http).collect(),
+                },
+            })
+            .collect();
+        let mut problems = Vec::new();
+        if functions.is_empty() {
+            problems.push(
+                "no functions: add a [[function]] table with at least `name` and `component`"
+                    .to_owned(),
+            );
+        }
+        let configs: Vec<&FunctionConfig> = functions.iter().map(|f| &f.config).collect();
+        problems.extend(check_functions(&configs));
+        if !problems.is_empty() {
+            return Err(ManifestError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            dir,
+            functions,
+        })
+    }
+}
+
+/// Whole-set checks: each function's own problems, duplicate names and conflicting routes.
+///
+/// The server runs the same checks on the set it is about to serve, so a manifest that
+/// passes here can still conflict with functions deployed from another manifest.
+pub fn check_functions(functions: &[&FunctionConfig]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<&FunctionName, usize> = BTreeMap::new();
+    for (index, function) in functions.iter().enumerate() {
+        problems.extend(function.problems());
+        if let Some(first) = seen.insert(&function.name, index) {
+            problems.push(format!(
+                "function `{}` is defined twice (functions {} and {}): names must be unique",
+                function.name,
+                first + 1,
+                index + 1
+            ));
+        }
+    }
+    let triggers: Vec<(&FunctionName, &HttpTrigger)> = functions
+        .iter()
+        .flat_map(|f| f.http.iter().map(move |t| (&f.name, t)))
+        .collect();
+    for (i, (name_a, a)) in triggers.iter().enumerate() {
+        for (name_b, b) in &triggers[i + 1..] {
+            if let Some(conflict) = route::conflict(a, b) {
+                problems.push(format!(
+                    "route `{}` of function `{name_a}` conflicts with route `{}` of function \
+                     `{name_b}`: {conflict}",
+                    a.route, b.route
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("app/runway.toml"), text)
+    }
+
+    #[test]
+    fn applies_defaults_and_resolves_component_against_manifest_folder() {
+        let m = parse(
+            "[[function]]\nname = \"hello\"\ncomponent = \"hello.wasm\"\n\
+             [[function.trigger]]\nhttp = { route = \"/hello\" }\n",
+        )
+        .unwrap();
+        let f = &m.functions[0];
+        assert_eq!(f.config.memory, ByteSize::mib(128));
+        assert_eq!(f.config.timeout.millis(), 10_000);
+        assert_eq!(f.component, PathBuf::from("app/hello.wasm"));
+        assert_eq!(f.config.http[0].route.to_string(), "/hello");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_naming_them() {
+        let err = parse("[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nmemroy = \"1MiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("app/runway.toml"), "{err}");
+        assert!(err.contains("memroy"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_size_naming_the_value() {
+        let err = parse("[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nmemory = \"12XB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("12XB"), "{err}");
+        assert!(err.contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn reports_every_duplicate_and_conflict_at_once() {
+        let err = parse(
+            "[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\n\
+             [[function.trigger]]\nhttp = { route = \"/x\" }\n\
+             [[function]]\nname = \"a\"\ncomponent = \"b.wasm\"\n\
+             [[function]]\nname = \"c\"\ncomponent = \"c.wasm\"\n\
+             [[function.trigger]]\nhttp = { route = \"/x\", methods = [\"GET\"] }\n",
+        )
+        .unwrap_err();
+        let ManifestError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("defined twice"));
+        assert!(problems[1].contains("conflicts"));
+    }
+
+    #[test]
+    fn disjoint_methods_on_one_route_do_not_conflict() {
+        parse(
+            "[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\n\
+             [[function.trigger]]\nhttp = { route = \"/x\", methods = [\"GET\"] }\n\
+             [[function]]\nname = \"b\"\ncomponent = \"b.wasm\"\n\
+             [[function.trigger]]\nhttp = { route = \"/x\", methods = [\"POST\"] }\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn rejects_memory_outside_limits() {
+        let err = parse("[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nmemory = \"8GiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outside the allowed range"), "{err}");
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let m = parse(
+            "[[function]]\nname = \"a\"\ncomponent = \"a.wasm\"\nmemory = \"256MiB\"\n\
+             timeout = \"1500ms\"\n[[function.trigger]]\nhttp = { route = \"/a/...\" }\n",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&m.functions[0].config).unwrap();
+        let back: FunctionConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m.functions[0].config);
+        assert!(json.contains("\"256MiB\""), "{json}");
+    }
+}

@@ -1,0 +1,222 @@
+//! The batching writer: the request path hands records to a channel; one thread observes
+//! them (metrics, REPORT lines) and persists them in batches.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::InvocationRecord;
+
+/// Where batches of records are persisted (the control-plane store implements this).
+pub trait RecordSink: Send + 'static {
+    /// Writes all records of one batch, atomically if the backend can.
+    fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), String>;
+}
+
+enum Message {
+    Record(Box<InvocationRecord>),
+    Flush(mpsc::SyncSender<()>),
+    Shutdown,
+}
+
+/// The request path's side of the writer: cloning it is cheap, sending never blocks.
+#[derive(Clone)]
+pub struct MeterHandle {
+    tx: Sender<Message>,
+}
+
+impl MeterHandle {
+    /// Queues one record; it is observed and persisted on the writer thread.
+    pub fn record(&self, record: InvocationRecord) {
+        if self.tx.send(Message::Record(Box::new(record))).is_err() {
+            tracing::error!("invocation record dropped: the meter writer has stopped");
+        }
+    }
+
+    /// Blocks until every record queued before this call is persisted.
+    pub fn flush(&self) {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Message::Flush(ack_tx)).is_ok() {
+            _ = ack_rx.recv();
+        }
+    }
+}
+
+/// The writer thread and its handle.
+pub struct MeterWriter {
+    handle: MeterHandle,
+    thread: JoinHandle<u64>,
+}
+
+/// Records written per batch at most.
+const MAX_BATCH: usize = 1024;
+/// How long a partial batch waits before it is written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Attempts to write one batch before it is given up (and logged).
+const WRITE_ATTEMPTS: u32 = 5;
+
+impl MeterWriter {
+    /// Starts the writer thread. `observe` sees every record once, before it is persisted.
+    pub fn spawn(
+        sink: impl RecordSink,
+        observe: impl FnMut(&InvocationRecord) + Send + 'static,
+    ) -> MeterWriter {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("runway-meter".into())
+            .spawn(move || run(rx, sink, observe))
+            .expect("spawning the meter writer thread");
+        MeterWriter {
+            handle: MeterHandle { tx },
+            thread,
+        }
+    }
+
+    /// A handle for the request path.
+    pub fn handle(&self) -> MeterHandle {
+        self.handle.clone()
+    }
+
+    /// Writes everything queued so far, stops the thread and returns how many records it
+    /// persisted in its lifetime. Call after the last request has finished.
+    pub fn shutdown(self) -> u64 {
+        _ = self.handle.tx.send(Message::Shutdown);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+fn run(
+    rx: Receiver<Message>,
+    mut sink: impl RecordSink,
+    mut observe: impl FnMut(&InvocationRecord),
+) -> u64 {
+    let mut batch: Vec<InvocationRecord> = Vec::with_capacity(MAX_BATCH);
+    let mut written = 0;
+    loop {
+        let message = if batch.is_empty() {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(FLUSH_INTERVAL)
+        };
+        match message {
+            Ok(Message::Record(record)) => {
+                observe(&record);
+                batch.push(*record);
+                if batch.len() >= MAX_BATCH {
+                    written += persist(&mut sink, &mut batch);
+                }
+            }
+            Ok(Message::Flush(ack)) => {
+                written += persist(&mut sink, &mut batch);
+                _ = ack.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => written += persist(&mut sink, &mut batch),
+            Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                // Records queued by requests that finished after the shutdown message.
+                while let Ok(message) = rx.try_recv() {
+                    if let Message::Record(record) = message {
+                        observe(&record);
+                        batch.push(*record);
+                    }
+                }
+                written += persist(&mut sink, &mut batch);
+                return written;
+            }
+        }
+    }
+}
+
+fn persist(sink: &mut impl RecordSink, batch: &mut Vec<InvocationRecord>) -> u64 {
+    if batch.is_empty() {
+        return 0;
+    }
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match sink.write_batch(batch) {
+            Ok(()) => {
+                let count = batch.len() as u64;
+                batch.clear();
+                return count;
+            }
+            Err(error) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(%error, attempt, records = batch.len(), "writing invocation records failed; retrying");
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            Err(error) => {
+                tracing::error!(%error, records = batch.len(), "writing invocation records failed; these records are lost");
+            }
+        }
+    }
+    batch.clear();
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{InvocationStatus, PicoUsd};
+
+    struct VecSink(Arc<Mutex<Vec<String>>>, u32);
+
+    impl RecordSink for VecSink {
+        fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), String> {
+            if self.1 > 0 {
+                self.1 -= 1;
+                return Err("disk full".into());
+            }
+            let mut out = self.0.lock().unwrap();
+            out.extend(records.iter().map(|r| r.request_id.clone()));
+            Ok(())
+        }
+    }
+
+    fn record(id: usize) -> InvocationRecord {
+        InvocationRecord {
+            request_id: format!("r{id}"),
+            environment: "prod".into(),
+            function: "f".into(),
+            release: 1,
+            started_at_ms: 0,
+            duration_us: 1,
+            billed_ms: 1,
+            memory_mb: 128,
+            max_memory_bytes: 0,
+            instantiate_us: 0,
+            status: InvocationStatus::Ok,
+            http_status: 200,
+            gb_seconds: 0.0,
+            cost: PicoUsd(0),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn shutdown_persists_every_queued_record_in_order() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let mut observed = 0;
+        let writer = MeterWriter::spawn(VecSink(written.clone(), 0), move |_| observed += 1);
+        let handle = writer.handle();
+        for i in 0..3000 {
+            handle.record(record(i));
+        }
+        assert_eq!(writer.shutdown(), 3000);
+        let written = written.lock().unwrap();
+        assert_eq!(written.len(), 3000);
+        assert_eq!(written[2999], "r2999");
+    }
+
+    #[test]
+    fn retries_a_failing_batch() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let writer = MeterWriter::spawn(VecSink(written.clone(), 2), |_| {});
+        writer.handle().record(record(1));
+        writer.handle().flush();
+        assert_eq!(written.lock().unwrap().as_slice(), ["r1"]);
+        writer.shutdown();
+    }
+}

@@ -1,0 +1,189 @@
+//! Checking, compiling, caching and preparing components.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::Runtime;
+use crate::state::InstanceState;
+
+/// The export every function must provide.
+pub const HANDLER_EXPORT: &str = "wasi:http/incoming-handler";
+
+/// Why an artifact cannot be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// Bigger than the node accepts.
+    #[error(
+        "the component is {size} bytes, over this node's limit of {limit} bytes \
+         (raise it with `--max-artifact-size`)"
+    )]
+    TooLarge {
+        /// The artifact's size.
+        size: u64,
+        /// The node's limit.
+        limit: u64,
+    },
+    /// Not WebAssembly at all.
+    #[error("the file is not WebAssembly (it does not start with the `\\0asm` header)")]
+    NotWasm,
+    /// A core module rather than a component.
+    #[error(
+        "the file is a core WebAssembly module, not a component: build for `wasm32-wasip2` \
+         (or wrap it with `wasm-tools component new`) so that it exports `{HANDLER_EXPORT}`"
+    )]
+    CoreModule,
+    /// wasmtime could not compile it.
+    #[error("the component does not compile: {0}")]
+    Compile(String),
+    /// It does not export the HTTP handler.
+    #[error(
+        "the component does not export `{HANDLER_EXPORT}@0.2.x`, so it cannot serve HTTP; it \
+         exports: {}", if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") }
+    )]
+    MissingHandler {
+        /// What it does export.
+        exports: Vec<String>,
+    },
+    /// It imports something this node does not provide, or its handler has the wrong type.
+    #[error("the component cannot be linked: {0}")]
+    Unlinkable(String),
+    /// The compile cache could not be written.
+    #[error("cannot write compiled code to {path}: {source}")]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// Read from the on-disk cache without compiling.
+    Cache,
+    /// Compiled now (and written to the cache).
+    Compiled,
+}
+
+/// A component compiled for this engine.
+pub struct CompiledArtifact {
+    component: Component,
+    /// Whether it was compiled now or read from the cache.
+    pub loaded_from: LoadedFrom,
+    /// Time spent compiling or loading.
+    pub load_time: Duration,
+}
+
+/// A release's component linked and type-checked once, ready to instantiate per request.
+pub struct Prepared {
+    pub(crate) pre: ProxyPre<InstanceState>,
+}
+
+impl Runtime {
+    /// Cheap checks that need no compilation: size, WebAssembly header, component layer.
+    pub fn check_artifact(&self, bytes: &[u8]) -> Result<(), ArtifactError> {
+        let limit = self.config.max_artifact_bytes;
+        if bytes.len() as u64 > limit {
+            return Err(ArtifactError::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        if wasmparser::Parser::is_component(bytes) {
+            Ok(())
+        } else if wasmparser::Parser::is_core_wasm(bytes) {
+            Err(ArtifactError::CoreModule)
+        } else {
+            Err(ArtifactError::NotWasm)
+        }
+    }
+
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        let mut hasher = DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.config
+            .cache_dir
+            .join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    /// Compiled code for `digest` from the cache, if a usable entry exists.
+    pub fn load_cached(&self, digest: &str) -> Option<CompiledArtifact> {
+        let started = Instant::now();
+        let path = self.cache_path(digest);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the cache folder belongs to this node and its files are written only by
+        // `compile` below from `Engine::precompile_component`; the file name carries the
+        // engine's compatibility hash, and wasmtime checks the header again on load.
+        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            Ok(component) => Some(CompiledArtifact {
+                component,
+                loaded_from: LoadedFrom::Cache,
+                load_time: started.elapsed(),
+            }),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "ignoring unusable compile cache entry");
+                None
+            }
+        }
+    }
+
+    /// Checks and compiles `bytes`, writing the result to the cache under `digest`.
+    pub fn compile(&self, digest: &str, bytes: &[u8]) -> Result<CompiledArtifact, ArtifactError> {
+        self.check_artifact(bytes)?;
+        let started = Instant::now();
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|err| ArtifactError::Compile(format!("{err:#}")))?;
+        let path = self.cache_path(digest);
+        write_atomically(&path, &compiled).map_err(|source| ArtifactError::Cache {
+            path: path.clone(),
+            source,
+        })?;
+        // SAFETY: `compiled` was produced just above by this engine's `precompile_component`.
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|err| ArtifactError::Compile(format!("{err:#}")))?;
+        Ok(CompiledArtifact {
+            component,
+            loaded_from: LoadedFrom::Compiled,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// Links and type-checks a compiled component so it can serve requests.
+    pub fn prepare(&self, artifact: &CompiledArtifact) -> Result<Prepared, ArtifactError> {
+        let component = &artifact.component;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let has_handler = exports.iter().any(|name| {
+            name.strip_prefix(HANDLER_EXPORT)
+                .is_some_and(|version| version.starts_with("@0.2."))
+        });
+        if !has_handler {
+            return Err(ArtifactError::MissingHandler { exports });
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|err| ArtifactError::Unlinkable(format!("{err:#}")))?;
+        let pre = ProxyPre::new(instance_pre)
+            .map_err(|err| ArtifactError::Unlinkable(format!("{err:#}")))?;
+        Ok(Prepared { pre })
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

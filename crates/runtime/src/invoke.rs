@@ -1,0 +1,230 @@
+//! One invocation: a fresh store and instance, the handler call, and its [`Outcome`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body::Body;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+pub use runway_meter::InvocationStatus as Status;
+
+use crate::Runtime;
+use crate::artifact::Prepared;
+use crate::limits::MemoryLimiter;
+use crate::output::CapturedOutput;
+use crate::state::{DenyOutbound, InstanceState};
+
+/// The body of a function's response, streamed from the guest as it writes.
+pub type ResponseBody = HyperOutgoingBody;
+
+/// What one invocation may use.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Total linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock time from the start of instantiation to the end of the handler.
+    pub timeout: Duration,
+    /// The only environment variables the guest sees.
+    pub env: Arc<[(String, String)]>,
+}
+
+/// Everything measured about one invocation, returned exactly once per call.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Wall-clock time the invocation started.
+    pub started_at: SystemTime,
+    /// From the start of instantiation until the handler returned (or was stopped).
+    pub duration: Duration,
+    /// Store creation plus instantiation.
+    pub instantiate: Duration,
+    /// The instance's linear-memory high-water mark, in bytes.
+    pub max_memory_bytes: u64,
+    /// How it ended.
+    pub status: Status,
+    /// The status the caller saw (the guest's, or 500/504 when it produced none).
+    pub http_status: u16,
+    /// Why it failed, for the function's logs; never shown to the HTTP caller.
+    pub error: Option<String>,
+    /// Captured guest stdout.
+    pub stdout: Vec<u8>,
+    /// Captured guest stderr.
+    pub stderr: Vec<u8>,
+    /// Output bytes dropped past the capture limit.
+    pub output_dropped: u64,
+}
+
+/// An invocation that produced no response; its [`Outcome`] was still reported.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedInvocation {
+    /// How it ended.
+    pub status: Status,
+    /// The HTTP status to answer with: 504 after a timeout, 500 otherwise.
+    pub http_status: u16,
+}
+
+/// The guest answered through `response-outparam.set` with an error code.
+const GUEST_ERROR_CODE: u16 = u16::MAX;
+
+#[derive(Debug)]
+struct TimedOut;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the function ran past its timeout")
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+impl Runtime {
+    /// Runs one request in a fresh instance of `prepared`.
+    ///
+    /// Returns as soon as the guest has sent its response head; the body then streams while
+    /// the guest keeps running. `on_done` receives the [`Outcome`] once the guest has
+    /// finished, whether it succeeded or not, exactly once.
+    pub async fn invoke<B>(
+        &self,
+        prepared: Arc<Prepared>,
+        limits: Limits,
+        request: hyper::Request<B>,
+        on_done: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Result<hyper::Response<ResponseBody>, FailedInvocation>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let (response_tx, response_rx) = tokio::sync::oneshot::channel();
+        let answered = Arc::new(AtomicU16::new(0));
+        let capture_limit = self.config.output_capture_bytes;
+        let task = tokio::spawn({
+            let answered = answered.clone();
+            async move {
+                let started_at = SystemTime::now();
+                let start = Instant::now();
+                let deadline = start + limits.timeout;
+                let stdout = CapturedOutput::new(capture_limit);
+                let stderr = CapturedOutput::new(capture_limit);
+                let mut wasi = WasiCtxBuilder::new();
+                wasi.stdout(stdout.clone())
+                    .stderr(stderr.clone())
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false);
+                for (key, value) in limits.env.iter() {
+                    wasi.env(key, value);
+                }
+                let state = InstanceState {
+                    wasi: wasi.build(),
+                    http: WasiHttpCtx::new(),
+                    table: ResourceTable::new(),
+                    limiter: MemoryLimiter::new(limits.memory_bytes),
+                    hooks: DenyOutbound,
+                };
+                let mut store = Store::new(prepared.pre.engine(), state);
+                store.limiter(|state| &mut state.limiter);
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    if Instant::now() >= deadline {
+                        Err(TimedOut.into())
+                    } else {
+                        // Yield to the executor every tick so a busy guest never holds a
+                        // worker thread away from other requests for more than ~1 ms.
+                        Ok(UpdateDeadline::Yield(1))
+                    }
+                });
+                let mut instantiate = Duration::ZERO;
+                let run = async {
+                    let proxy = prepared.pre.instantiate_async(&mut store).await?;
+                    instantiate = start.elapsed();
+                    let http = &mut store.data_mut().http();
+                    let request = http.new_incoming_request(Scheme::Http, request)?;
+                    let outparam = http.new_response_outparam_from_callback(move |result| {
+                        let code = match &result {
+                            Ok(response) => response.status().as_u16(),
+                            Err(_) => GUEST_ERROR_CODE,
+                        };
+                        answered.store(code, Ordering::Release);
+                        _ = response_tx.send(result);
+                    })?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, outparam)
+                        .await
+                };
+                let result = tokio::time::timeout_at(deadline.into(), run).await;
+                let duration = start.elapsed();
+                let limiter = &store.data().limiter;
+                let (mut status, mut error) = match result {
+                    Err(_elapsed) => (Status::Timeout, Some(TimedOut.to_string())),
+                    Ok(Err(err)) if err.downcast_ref::<TimedOut>().is_some() => {
+                        (Status::Timeout, Some(TimedOut.to_string()))
+                    }
+                    Ok(Err(err)) if limiter.refused() => (
+                        Status::OutOfMemory,
+                        Some(format!(
+                            "memory growth past the function's memory size ({} bytes) was \
+                             refused, then: {err:#}",
+                            limits.memory_bytes
+                        )),
+                    ),
+                    Ok(Err(err)) => (Status::Error, Some(format!("{err:#}"))),
+                    Ok(Ok(())) => (Status::Ok, None),
+                };
+                let http_status = match answered.load(Ordering::Acquire) {
+                    0 => {
+                        if status == Status::Ok {
+                            status = Status::Error;
+                            error = Some("the handler returned without sending a response".into());
+                        }
+                        if status == Status::Timeout { 504 } else { 500 }
+                    }
+                    GUEST_ERROR_CODE => {
+                        if status == Status::Ok {
+                            status = Status::Error;
+                            error = Some("the handler answered with an error code".into());
+                        }
+                        500
+                    }
+                    code => code,
+                };
+                let max_memory_bytes = limiter.peak();
+                let (stdout, dropped_out) = stdout.take();
+                let (stderr, dropped_err) = stderr.take();
+                on_done(Outcome {
+                    started_at,
+                    duration,
+                    instantiate,
+                    max_memory_bytes,
+                    status,
+                    http_status,
+                    error,
+                    stdout,
+                    stderr,
+                    output_dropped: dropped_out + dropped_err,
+                });
+                FailedInvocation {
+                    status,
+                    http_status,
+                }
+            }
+        });
+        match response_rx.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_guest_error_code)) => Err(FailedInvocation {
+                status: Status::Error,
+                http_status: 500,
+            }),
+            Err(_no_response) => Err(task.await.unwrap_or(FailedInvocation {
+                status: Status::Error,
+                http_status: 500,
+            })),
+        }
+    }
+}
