@@ -13,6 +13,12 @@ pub trait RecordSink: Send + 'static {
     fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), String>;
 }
 
+impl RecordSink for Box<dyn RecordSink> {
+    fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), String> {
+        (**self).write_batch(records)
+    }
+}
+
 enum Message {
     Record(Box<InvocationRecord>),
     Flush(mpsc::SyncSender<()>),

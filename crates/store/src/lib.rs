@@ -1,1 +1,198 @@
-//! placeholder
+//! The control plane's state behind one interface: artifacts by digest, immutable numbered
+//! releases, which release each function serves, invocation records and function logs.
+//!
+//! [`ControlStore`] is what the server uses; [`SqliteStore`] is the embedded backend. A
+//! PostgreSQL backend implements the same trait for several nodes sharing one control plane.
+//! This crate knows nothing of wasmtime or HTTP.
+
+mod sqlite;
+
+use std::fmt;
+
+use runway_manifest::FunctionConfig;
+use runway_meter::{LogStream, PicoUsd, RecordSink};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+pub use sqlite::SqliteStore;
+
+/// The environment every function lives in until environments are created explicitly.
+pub const DEFAULT_ENVIRONMENT: &str = "prod";
+
+/// Failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused an operation.
+    #[error("database error while {action}: {source}")]
+    Database {
+        /// What the store was doing.
+        action: &'static str,
+        /// The driver's error.
+        source: rusqlite::Error,
+    },
+    /// A file under the data folder could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What the store was doing.
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stored value no longer parses (written by an incompatible version).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The data folder was written by a newer Runway.
+    #[error(
+        "the database schema is version {found}, newer than this binary understands ({supported}); \
+         run a newer runway or use another --data-dir"
+    )]
+    SchemaTooNew {
+        /// Version in the database.
+        found: i64,
+        /// Newest version this binary knows.
+        supported: i64,
+    },
+}
+
+/// A SHA-256 digest of an artifact, as 64 lower-case hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for tables.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Digest, String> {
+        let text = text.strip_prefix("sha256:").map(str::to_owned).unwrap_or(text);
+        if text.len() == 64 && text.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            Ok(Digest(text))
+        } else {
+            Err(format!("invalid digest `{text}`: expected 64 lower-case hex digits of a SHA-256"))
+        }
+    }
+}
+
+impl From<Digest> for String {
+    fn from(digest: Digest) -> String {
+        digest.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An immutable release: one artifact with one configuration, numbered per function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// Environment it belongs to.
+    pub environment: String,
+    /// Release number, from 1, per function.
+    pub number: u32,
+    /// The artifact it runs.
+    pub digest: Digest,
+    /// The configuration frozen into it.
+    pub config: FunctionConfig,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A release to create unless the function's latest release is identical.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    /// The artifact.
+    pub digest: Digest,
+    /// Its configuration.
+    pub config: FunctionConfig,
+}
+
+/// What a deploy did for one function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployResult {
+    /// The release the function now serves.
+    pub release: Release,
+    /// Whether that release was created by this deploy (false: identical one existed).
+    pub created: bool,
+}
+
+/// Invocation totals for one function over a period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// The function.
+    pub function: String,
+    /// Invocations in the period.
+    pub invocations: u64,
+    /// Invocations that did not end `ok`.
+    pub failures: u64,
+    /// GB-seconds billed.
+    pub gb_seconds: f64,
+    /// Money billed.
+    pub cost: PicoUsd,
+    /// Sum of measured durations, in microseconds.
+    pub duration_us: u64,
+}
+
+/// One line of a function's logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Increasing id, for `--follow`.
+    pub id: i64,
+    /// The invocation that wrote it.
+    pub request_id: String,
+    /// When the invocation started, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Guest stdout, stderr or the platform.
+    pub stream: LogStream,
+    /// The text.
+    pub line: String,
+}
+
+/// The control-plane storage interface; every backend passes the same conformance tests.
+pub trait ControlStore: Send + Sync + 'static {
+    /// Stores artifact bytes under their digest; returns false if already present.
+    fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError>;
+    /// Reads an artifact's bytes, if stored.
+    fn read_artifact(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether an artifact is stored.
+    fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
+    /// In one transaction: creates a release for each function whose latest release differs,
+    /// and makes each function serve its new or identical release.
+    fn deploy(&self, environment: &str, releases: &[NewRelease]) -> Result<Vec<DeployResult>, StoreError>;
+    /// The release each function of an environment currently serves.
+    fn current_releases(&self, environment: &str) -> Result<Vec<Release>, StoreError>;
+    /// Every release of one function, newest first.
+    fn releases(&self, environment: &str, function: &str) -> Result<Vec<Release>, StoreError>;
+    /// Per-function totals of invocations started at or after `since_ms`.
+    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError>;
+    /// Log lines of a function with an id above `after_id`, oldest first.
+    fn logs(&self, environment: &str, function: &str, after_id: i64, limit: u32) -> Result<Vec<LogEntry>, StoreError>;
+    /// A sink for the meter writer, with its own connection so writes never wait on API reads.
+    fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError>;
+}
+
+/// A hash of a configuration that identifies it across deploys.
+pub(crate) fn config_hash(config: &FunctionConfig) -> String {
+    let json = serde_json::to_vec(config).expect("configs always serialise");
+    hex::encode(Sha256::digest(json))
+}

@@ -1,0 +1,505 @@
+//! The embedded backend: one SQLite database (WAL) plus artifact files under the data folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink};
+
+use crate::{
+    ControlStore, DeployResult, Digest, LogEntry, NewRelease, Release, StoreError, Usage,
+    config_hash,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE artifacts (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE releases (
+    environment TEXT NOT NULL,
+    function    TEXT NOT NULL,
+    number      INTEGER NOT NULL,
+    digest      TEXT NOT NULL REFERENCES artifacts(digest),
+    config      TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    PRIMARY KEY (environment, function, number)
+);
+CREATE TABLE functions (
+    environment TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    release     INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (environment, name)
+);
+CREATE TABLE invocations (
+    request_id       TEXT PRIMARY KEY,
+    environment      TEXT NOT NULL,
+    function         TEXT NOT NULL,
+    release          INTEGER NOT NULL,
+    started_ms       INTEGER NOT NULL,
+    duration_us      INTEGER NOT NULL,
+    billed_ms        INTEGER NOT NULL,
+    memory_mb        INTEGER NOT NULL,
+    max_memory_bytes INTEGER NOT NULL,
+    instantiate_us   INTEGER NOT NULL,
+    status           TEXT NOT NULL,
+    http_status      INTEGER NOT NULL,
+    gb_seconds       REAL NOT NULL,
+    cost_pusd        INTEGER NOT NULL
+);
+CREATE INDEX invocations_by_function ON invocations (environment, function, started_ms);
+CREATE INDEX invocations_by_time ON invocations (environment, started_ms);
+CREATE TABLE logs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT NOT NULL,
+    function    TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    stream      TEXT NOT NULL,
+    line        TEXT NOT NULL
+);
+CREATE INDEX logs_by_function ON logs (environment, function, id);
+"#];
+
+/// The SQLite control-plane store rooted at a data folder.
+pub struct SqliteStore {
+    path: PathBuf,
+    artifacts: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Database { action, source }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db("opening the database"))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(db("configuring the database"))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir` and applies pending migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        let artifacts = data_dir.join("artifacts");
+        std::fs::create_dir_all(&artifacts).map_err(|source| StoreError::Io {
+            action: "create",
+            path: artifacts.clone(),
+            source,
+        })?;
+        let path = data_dir.join("runway.db");
+        let mut conn = open(&path)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            path,
+            artifacts,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn artifact_path(&self, digest: &Digest) -> PathBuf {
+        self.artifacts.join(format!("{digest}.wasm"))
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(db("reading the schema version"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported,
+        });
+    }
+    let tx = conn.transaction().map_err(db("migrating"))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(migration).map_err(db("migrating"))?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(db("migrating"))?;
+    }
+    tx.commit().map_err(db("migrating"))
+}
+
+fn release_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, u32, String, String, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+fn to_release(
+    (environment, number, digest, config, created_at_ms): (String, u32, String, String, i64),
+) -> Result<Release, StoreError> {
+    Ok(Release {
+        environment,
+        number,
+        digest: Digest::try_from(digest).map_err(StoreError::Corrupt)?,
+        config: serde_json::from_str(&config)
+            .map_err(|e| StoreError::Corrupt(format!("release configuration: {e}")))?,
+        created_at_ms,
+    })
+}
+
+const RELEASE_COLUMNS: &str = "r.environment, r.number, r.digest, r.config, r.created_ms";
+
+impl ControlStore for SqliteStore {
+    fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
+        if self.has_artifact(digest)? {
+            return Ok(false);
+        }
+        let path = self.artifact_path(digest);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| StoreError::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            })?;
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO artifacts (digest, size, created_ms) VALUES (?1, ?2, ?3)",
+                params![digest.as_str(), bytes.len() as i64, now_ms()],
+            )
+            .map_err(db("recording an artifact"))?;
+        Ok(true)
+    }
+
+    fn read_artifact(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.has_artifact(digest)? {
+            return Ok(None);
+        }
+        let path = self.artifact_path(digest);
+        std::fs::read(&path).map(Some).map_err(|source| StoreError::Io {
+            action: "read",
+            path,
+            source,
+        })
+    }
+
+    fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM artifacts WHERE digest = ?1",
+                [digest.as_str()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(db("looking up an artifact"))
+    }
+
+    fn deploy(&self, environment: &str, releases: &[NewRelease]) -> Result<Vec<DeployResult>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("starting a deploy"))?;
+        let now = now_ms();
+        let mut results = Vec::with_capacity(releases.len());
+        for new in releases {
+            let name = new.config.name.as_str();
+            let hash = config_hash(&new.config);
+            let latest: Option<(u32, String, String)> = tx
+                .query_row(
+                    "SELECT number, digest, config_hash FROM releases
+                     WHERE environment = ?1 AND function = ?2 ORDER BY number DESC LIMIT 1",
+                    params![environment, name],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(db("reading the latest release"))?;
+            let (number, created) = match latest {
+                Some((number, digest, latest_hash))
+                    if digest == new.digest.as_str() && latest_hash == hash =>
+                {
+                    (number, false)
+                }
+                latest => {
+                    let number = latest.map_or(1, |(n, _, _)| n + 1);
+                    let config = serde_json::to_string(&new.config).expect("configs serialise");
+                    tx.execute(
+                        "INSERT INTO releases (environment, function, number, digest, config, config_hash, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![environment, name, number, new.digest.as_str(), config, hash, now],
+                    )
+                    .map_err(db("creating a release"))?;
+                    (number, true)
+                }
+            };
+            tx.execute(
+                "INSERT INTO functions (environment, name, release, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (environment, name) DO UPDATE SET release = excluded.release, updated_ms = excluded.updated_ms
+                 WHERE functions.release != excluded.release",
+                params![environment, name, number, now],
+            )
+            .map_err(db("switching a function to its release"))?;
+            let row = tx
+                .query_row(
+                    &format!("SELECT {RELEASE_COLUMNS} FROM releases r WHERE environment = ?1 AND function = ?2 AND number = ?3"),
+                    params![environment, name, number],
+                    release_from_row,
+                )
+                .map_err(db("reading a release"))?;
+            results.push(DeployResult {
+                release: to_release(row)?,
+                created,
+            });
+        }
+        tx.commit().map_err(db("committing a deploy"))?;
+        Ok(results)
+    }
+
+    fn current_releases(&self, environment: &str) -> Result<Vec<Release>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {RELEASE_COLUMNS} FROM functions f
+                 JOIN releases r ON r.environment = f.environment AND r.function = f.name AND r.number = f.release
+                 WHERE f.environment = ?1 ORDER BY f.name"
+            ))
+            .map_err(db("listing functions"))?;
+        let rows = stmt
+            .query_map([environment], release_from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(db("listing functions"))?;
+        rows.into_iter().map(to_release).collect()
+    }
+
+    fn releases(&self, environment: &str, function: &str) -> Result<Vec<Release>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases r
+                 WHERE r.environment = ?1 AND r.function = ?2 ORDER BY r.number DESC"
+            ))
+            .map_err(db("listing releases"))?;
+        let rows = stmt
+            .query_map([environment, function], release_from_row)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(db("listing releases"))?;
+        rows.into_iter().map(to_release).collect()
+    }
+
+    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT function, COUNT(*), SUM(status != 'ok'), SUM(gb_seconds), SUM(cost_pusd), SUM(duration_us)
+                 FROM invocations WHERE environment = ?1 AND started_ms >= ?2
+                 GROUP BY function ORDER BY function",
+            )
+            .map_err(db("summing usage"))?;
+        stmt.query_map(params![environment, since_ms], |row| {
+            Ok(Usage {
+                function: row.get(0)?,
+                invocations: row.get::<_, i64>(1)? as u64,
+                failures: row.get::<_, i64>(2)? as u64,
+                gb_seconds: row.get(3)?,
+                cost: PicoUsd(row.get::<_, i64>(4)? as u64),
+                duration_us: row.get::<_, i64>(5)? as u64,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(db("summing usage"))
+    }
+
+    fn logs(&self, environment: &str, function: &str, after_id: i64, limit: u32) -> Result<Vec<LogEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, request_id, at_ms, stream, line FROM logs
+                 WHERE environment = ?1 AND function = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+            )
+            .map_err(db("reading logs"))?;
+        let rows = stmt
+            .query_map(params![environment, function, after_id, limit], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?, row.get::<_, String>(4)?))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(db("reading logs"))?;
+        rows.into_iter()
+            .map(|(id, request_id, at_ms, stream, line)| {
+                Ok(LogEntry {
+                    id,
+                    request_id,
+                    at_ms,
+                    stream: LogStream::parse(&stream)
+                        .ok_or_else(|| StoreError::Corrupt(format!("log stream `{stream}`")))?,
+                    line,
+                })
+            })
+            .collect()
+    }
+
+    fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError> {
+        Ok(Box::new(SqliteRecordSink { conn: open(&self.path)? }))
+    }
+}
+
+/// The meter writer's connection.
+struct SqliteRecordSink {
+    conn: Connection,
+}
+
+impl SqliteRecordSink {
+    fn write(&mut self, records: &[InvocationRecord]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO invocations (request_id, environment, function, release, started_ms,
+                   duration_us, billed_ms, memory_mb, max_memory_bytes, instantiate_us, status, http_status,
+                   gb_seconds, cost_pusd)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            let mut log = tx.prepare_cached(
+                "INSERT INTO logs (environment, function, request_id, at_ms, stream, line)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in records {
+                insert.execute(params![
+                    r.request_id,
+                    r.environment,
+                    r.function,
+                    r.release,
+                    r.started_at_ms,
+                    r.duration_us as i64,
+                    r.billed_ms as i64,
+                    r.memory_mb as i64,
+                    r.max_memory_bytes as i64,
+                    r.instantiate_us as i64,
+                    r.status.as_str(),
+                    r.http_status,
+                    r.gb_seconds,
+                    r.cost.0 as i64,
+                ])?;
+                for (stream, line) in r.log_lines() {
+                    log.execute(params![r.environment, r.function, r.request_id, r.started_at_ms, stream.as_str(), line])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+}
+
+impl RecordSink for SqliteRecordSink {
+    fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), String> {
+        self.write(records).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_manifest::{FunctionConfig, FunctionName, HumanDuration};
+    use runway_meter::InvocationStatus;
+
+    use super::*;
+
+    fn config(name: &str, memory_mib: u64) -> FunctionConfig {
+        FunctionConfig {
+            name: FunctionName::try_from(name).unwrap(),
+            memory: runway_manifest::ByteSize::mib(memory_mib),
+            timeout: HumanDuration::from_millis(1000),
+            env: Default::default(),
+            http: Vec::new(),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn identical_deploy_creates_no_new_release_and_a_change_does() {
+        let (_dir, store) = store();
+        let digest = Digest::of(b"wasm");
+        store.put_artifact(&digest, b"wasm").unwrap();
+        let new = |mem| NewRelease { digest: digest.clone(), config: config("a", mem) };
+        let first = store.deploy("prod", &[new(128)]).unwrap();
+        assert!(first[0].created);
+        assert_eq!(first[0].release.number, 1);
+        let again = store.deploy("prod", &[new(128)]).unwrap();
+        assert!(!again[0].created);
+        assert_eq!(again[0].release.number, 1);
+        let changed = store.deploy("prod", &[new(256)]).unwrap();
+        assert_eq!(changed[0].release.number, 2);
+        assert_eq!(store.releases("prod", "a").unwrap().len(), 2);
+        assert_eq!(store.current_releases("prod").unwrap()[0].number, 2);
+    }
+
+    #[test]
+    fn deploy_of_an_unknown_artifact_changes_nothing() {
+        let (_dir, store) = store();
+        let missing = NewRelease { digest: Digest::of(b"nothing"), config: config("a", 128) };
+        assert!(store.deploy("prod", &[missing]).is_err());
+        assert!(store.current_releases("prod").unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_are_summed_per_function_and_logs_read_back_in_order() {
+        let (_dir, store) = store();
+        let mut sink = store.record_sink().unwrap();
+        let record = |id: &str, status| InvocationRecord {
+            request_id: id.into(),
+            environment: "prod".into(),
+            function: "a".into(),
+            release: 1,
+            started_at_ms: 1000,
+            duration_us: 1500,
+            billed_ms: 2,
+            memory_mb: 128,
+            max_memory_bytes: 1 << 20,
+            instantiate_us: 20,
+            status,
+            http_status: 200,
+            gb_seconds: 0.00025,
+            cost: PicoUsd(204_166),
+            stdout: b"hello\n".to_vec(),
+            stderr: Vec::new(),
+            error: None,
+        };
+        sink.write_batch(&[record("r1", InvocationStatus::Ok), record("r2", InvocationStatus::Timeout)]).unwrap();
+        let usage = store.usage("prod", 0).unwrap();
+        assert_eq!(usage[0].invocations, 2);
+        assert_eq!(usage[0].failures, 1);
+        assert_eq!(usage[0].cost, PicoUsd(408_332));
+        assert!(store.usage("prod", 2000).unwrap().is_empty());
+        let logs = store.logs("prod", "a", 0, 100).unwrap();
+        assert_eq!(logs.len(), 4);
+        assert_eq!(logs[0].line, "hello");
+        assert!(logs[1].line.starts_with("REPORT RequestId: r1"));
+        let after = store.logs("prod", "a", logs[1].id, 100).unwrap();
+        assert_eq!(after.len(), 2);
+    }
+
+    #[test]
+    fn reopening_keeps_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = Digest::of(b"x");
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.put_artifact(&digest, b"x").unwrap();
+            store.deploy("prod", &[NewRelease { digest: digest.clone(), config: config("a", 128) }]).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.current_releases("prod").unwrap().len(), 1);
+        assert_eq!(store.read_artifact(&digest).unwrap().unwrap(), b"x");
+    }
+}
