@@ -1,1 +1,68 @@
-fn main() {}
+//! The `runway` binary: `serve` and `up` run a node; every other command is a client of a
+//! node's admin API. This crate is the only place that prints and decides exit codes.
+
+mod client;
+mod commands;
+mod node;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a failed command (bad input, unreachable node, refused deploy).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code when `runway invoke` ran the function but the invocation did not end `ok`.
+pub const EXIT_INVOCATION_FAILED: u8 = 3;
+
+/// Runway: a self-hosted serverless platform for WebAssembly functions.
+#[derive(Parser)]
+#[command(name = "runway", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the gateway and the admin API.
+    Serve(node::ServeArgs),
+    /// Run a node and deploy every example under `examples/` (the two-minute start).
+    Up(node::UpArgs),
+    /// Build, upload and deploy the functions of a runway.toml.
+    Deploy(commands::DeployArgs),
+    /// List deployed functions with their size, timeout, release, routes and cost.
+    Ls(commands::LsArgs),
+    /// Invoke a function through the admin API and print its response and REPORT line.
+    Invoke(commands::InvokeArgs),
+    /// Print a function's logs: its stdout and stderr, failures and REPORT lines.
+    Logs(commands::LogsArgs),
+    /// Invocations, GB-seconds and cost per function over a period.
+    Cost(commands::CostArgs),
+    /// List a function's releases.
+    Releases(commands::ReleasesArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => node::serve(args),
+        Command::Up(args) => node::up(args),
+        Command::Deploy(args) => commands::deploy(args),
+        Command::Ls(args) => commands::ls(args),
+        Command::Invoke(args) => commands::invoke(args),
+        Command::Logs(args) => commands::logs(args),
+        Command::Cost(args) => commands::cost(args),
+        Command::Releases(args) => commands::releases(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

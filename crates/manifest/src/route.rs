@@ -170,10 +170,7 @@ pub fn conflict(a: &HttpTrigger, b: &HttpTrigger) -> Option<RouteConflict> {
     if shared.is_empty() {
         None
     } else {
-        Some(RouteConflict(format!(
-            "both accept {}",
-            shared.join(", ")
-        )))
+        Some(RouteConflict(format!("both accept {}", shared.join(", "))))
     }
 }
 

@@ -17,7 +17,9 @@ pub use writer::{MeterHandle, MeterWriter, RecordSink};
 
 /// An amount of money in US dollars × 10⁻¹²: small enough for one 1 ms invocation at 128 MB
 /// (about 2,083 pUSD of compute), large enough for ±9.2 million dollars in an `i64`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct PicoUsd(pub u64);
 
@@ -39,7 +41,12 @@ impl std::ops::Add for PicoUsd {
 impl fmt::Display for PicoUsd {
     /// `$0.000000208333`: dollars with all twelve decimals, so a single invocation is visible.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "${}.{:012}", self.0 / 1_000_000_000_000, self.0 % 1_000_000_000_000)
+        write!(
+            f,
+            "${}.{:012}",
+            self.0 / 1_000_000_000_000,
+            self.0 % 1_000_000_000_000
+        )
     }
 }
 
@@ -48,7 +55,9 @@ impl std::str::FromStr for PicoUsd {
 
     /// Parses a decimal dollar amount such as `0.0000166667` exactly.
     fn from_str(text: &str) -> Result<PicoUsd, String> {
-        let bad = || format!("invalid price `{text}`: write dollars as a decimal, such as `0.0000166667`");
+        let bad = || {
+            format!("invalid price `{text}`: write dollars as a decimal, such as `0.0000166667`")
+        };
         let trimmed = text.trim().trim_start_matches('$');
         let (whole, fraction) = trimmed.split_once('.').unwrap_or((trimmed, ""));
         if whole.is_empty() && fraction.is_empty()
@@ -58,9 +67,15 @@ impl std::str::FromStr for PicoUsd {
             return Err(bad());
         }
         if fraction.len() > 12 {
-            return Err(format!("invalid price `{text}`: at most 12 decimals (one pico-dollar)"));
+            return Err(format!(
+                "invalid price `{text}`: at most 12 decimals (one pico-dollar)"
+            ));
         }
-        let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let fraction_value: u64 = format!("{fraction:0<12}").parse().map_err(|_| bad())?;
         whole
             .checked_mul(1_000_000_000_000)
@@ -155,7 +170,9 @@ impl InvocationStatus {
 
     /// Parses the name written by [`InvocationStatus::as_str`].
     pub fn parse(name: &str) -> Option<InvocationStatus> {
-        InvocationStatus::ALL.into_iter().find(|s| s.as_str() == name)
+        InvocationStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
     }
 }
 
@@ -249,7 +266,10 @@ impl InvocationRecord {
     /// Log lines for this invocation: guest output, then the failure reason, then REPORT.
     pub fn log_lines(&self) -> Vec<(LogStream, String)> {
         let mut lines = Vec::new();
-        for (stream, bytes) in [(LogStream::Stdout, &self.stdout), (LogStream::Stderr, &self.stderr)] {
+        for (stream, bytes) in [
+            (LogStream::Stdout, &self.stdout),
+            (LogStream::Stderr, &self.stderr),
+        ] {
             if bytes.is_empty() {
                 continue;
             }
@@ -259,7 +279,11 @@ impl InvocationRecord {
         if let Some(error) = &self.error {
             lines.push((
                 LogStream::Platform,
-                format!("ERROR RequestId: {} Status: {} {error}", self.request_id, self.status.as_str()),
+                format!(
+                    "ERROR RequestId: {} Status: {} {error}",
+                    self.request_id,
+                    self.status.as_str()
+                ),
             ));
         }
         lines.push((LogStream::Platform, self.report_line()));
@@ -290,7 +314,10 @@ mod tests {
 
     #[test]
     fn parses_prices_exactly() {
-        assert_eq!("0.0000166667".parse::<PicoUsd>().unwrap(), PicoUsd(16_666_700));
+        assert_eq!(
+            "0.0000166667".parse::<PicoUsd>().unwrap(),
+            PicoUsd(16_666_700)
+        );
         assert_eq!("0.0000002".parse::<PicoUsd>().unwrap(), PicoUsd(200_000));
         assert_eq!("1".parse::<PicoUsd>().unwrap(), PicoUsd(1_000_000_000_000));
         assert!("0.1234567890123".parse::<PicoUsd>().is_err());

@@ -105,7 +105,9 @@ impl Runtime {
 
     fn cache_path(&self, digest: &str) -> PathBuf {
         let mut hasher = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         self.config
             .cache_dir
             .join(format!("{digest}-{:016x}.cwasm", hasher.finish()))

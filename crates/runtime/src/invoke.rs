@@ -132,7 +132,7 @@ impl Runtime {
                 store.set_epoch_deadline(1);
                 store.epoch_deadline_callback(move |_| {
                     if Instant::now() >= deadline {
-                        Err(TimedOut.into())
+                        Err(wasmtime::Error::new(TimedOut))
                     } else {
                         // Yield to the executor every tick so a busy guest never holds a
                         // worker thread away from other requests for more than ~1 ms.
@@ -140,6 +140,7 @@ impl Runtime {
                     }
                 });
                 let mut instantiate = Duration::ZERO;
+                let answered_by_guest = answered.clone();
                 let run = async {
                     let proxy = prepared.pre.instantiate_async(&mut store).await?;
                     instantiate = start.elapsed();
@@ -150,7 +151,7 @@ impl Runtime {
                             Ok(response) => response.status().as_u16(),
                             Err(_) => GUEST_ERROR_CODE,
                         };
-                        answered.store(code, Ordering::Release);
+                        answered_by_guest.store(code, Ordering::Release);
                         _ = response_tx.send(result);
                     })?;
                     proxy

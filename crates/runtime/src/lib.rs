@@ -24,6 +24,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use artifact::{ArtifactError, CompiledArtifact, LoadedFrom, Prepared};
 pub use invoke::{FailedInvocation, Limits, Outcome, ResponseBody, Status};
 use state::InstanceState;
+/// The error a request body may fail with while the guest reads it.
+pub use wasmtime_wasi_http::Error as BodyError;
 
 /// How the engine is set up on this node.
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ impl RuntimeConfig {
 pub enum RuntimeError {
     /// wasmtime refused the engine configuration.
     #[error("cannot configure the WebAssembly engine: {0:#}")]
-    Engine(anyhow::Error),
+    Engine(wasmtime::Error),
     /// The compile cache folder could not be created.
     #[error("cannot create the compile cache folder {path}: {source}")]
     CacheDir {
@@ -110,8 +112,7 @@ impl Runtime {
             .linear_memory_keep_resident(config.memory_keep_resident as usize)
             .table_keep_resident(config.table_keep_resident as usize);
         let mut wasm = Config::new();
-        wasm.async_support(true)
-            .epoch_interruption(true)
+        wasm.epoch_interruption(true)
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&wasm).map_err(RuntimeError::Engine)?;

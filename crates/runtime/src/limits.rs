@@ -41,7 +41,7 @@ impl ResourceLimiter for MemoryLimiter {
         current: usize,
         desired: usize,
         _maximum: Option<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> wasmtime::Result<bool> {
         let grown = self.total - current.min(self.total) + desired;
         if grown > self.limit {
             self.refused = true;
@@ -60,7 +60,7 @@ impl ResourceLimiter for MemoryLimiter {
         _current: usize,
         _desired: usize,
         _maximum: Option<usize>,
-    ) -> anyhow::Result<bool> {
+    ) -> wasmtime::Result<bool> {
         // Table size is bounded by the pooling allocator's per-table element limit.
         Ok(true)
     }

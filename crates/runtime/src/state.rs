@@ -1,7 +1,7 @@
 //! What lives in each request's `Store`, and the linker every function shares.
 
-use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::Engine;
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
@@ -71,7 +71,7 @@ impl WasiHttpHooks for DenyOutbound {
 /// deployable; the per-request `WasiCtx` grants nothing through them: no preopened
 /// directories, no sockets, no inherited environment. Version matching is semver-based,
 /// so components mixing 0.2.x minor versions link against the one implementation.
-pub(crate) fn linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

@@ -1,1 +1,291 @@
-//! placeholder
+//! A Runway node: the public gateway, the admin API, the meter writer and metrics, wired to
+//! one runtime and one control-plane store.
+//!
+//! The server supplies policy (routes, prices, limits) to `runway-runtime`, which provides
+//! the mechanism. Concerns are split by module: [`gateway`] serves functions, `admin`
+//! serves the API, `deploy` turns uploads into releases, `live` holds what is served now.
+//! This crate never prints; the binary decides what reaches the terminal.
+
+mod admin;
+mod deploy;
+mod error;
+pub mod gateway;
+mod live;
+mod metrics;
+
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use runway_meter::{MeterHandle, MeterWriter, Pricing};
+use runway_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use runway_store::{ControlStore, SqliteStore, StoreError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use admin::{
+    CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
+    ReleaseInfo,
+};
+pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary};
+pub use error::{ApiError, ErrorBody};
+pub use runway_store::{Digest, LogEntry, Usage};
+
+use live::RouteTable;
+use metrics::Metrics;
+
+/// How long a graceful shutdown waits for requests in flight before it gives up on them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Gateway address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Admin API address (port 0 picks a free port).
+    pub admin_listen: SocketAddr,
+    /// Folder holding the database, artifacts and compile cache.
+    pub data_dir: PathBuf,
+    /// Prices used to bill invocations.
+    pub pricing: Pricing,
+    /// Largest request body the gateway accepts, in bytes.
+    pub max_request_body: u64,
+    /// Engine settings; its cache folder is set from `data_dir`.
+    pub runtime: RuntimeConfig,
+    /// Environment this node serves.
+    pub environment: String,
+}
+
+impl NodeConfig {
+    /// Defaults: gateway on 127.0.0.1:8080, admin on 127.0.0.1:8081, state in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            runtime: RuntimeConfig::new(data_dir.join("cache")),
+            data_dir,
+            pricing: Pricing::default(),
+            max_request_body: 6 << 20,
+            environment: runway_store::DEFAULT_ENVIRONMENT.to_owned(),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr} for the {what}: {source} (pick another address with {flag})")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The flag that sets it.
+        flag: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the gateway and the admin API.
+pub(crate) struct Shared {
+    pub(crate) environment: String,
+    pub(crate) store: Arc<dyn ControlStore>,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) routes: ArcSwap<RouteTable>,
+    pub(crate) meter: MeterHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) pricing: Pricing,
+    pub(crate) max_request_body: u64,
+    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    pub(crate) in_flight: TaskTracker,
+    pub(crate) request_ids: RequestIds,
+}
+
+/// Request ids: a random per-node prefix and a counter, shaped like a UUID.
+pub(crate) struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let prefix =
+            RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+        RequestIds {
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let p = self.prefix;
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            (p >> 32) as u32,
+            (p >> 16) as u16,
+            p as u16,
+            (n >> 48) as u16,
+            n & 0xffff_ffff_ffff
+        )
+    }
+}
+
+/// A running node.
+pub struct Node {
+    gateway_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    restored: RestoreSummary,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+    meter: MeterWriter,
+    servers: tokio::task::JoinSet<()>,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone)]
+pub struct ShutdownReport {
+    /// Invocation records persisted by this node in its lifetime.
+    pub records_written: u64,
+    /// Whether every in-flight invocation finished before the drain timeout.
+    pub drained: bool,
+}
+
+impl Node {
+    /// Opens the store, restores the functions it served, binds both listeners and starts
+    /// serving. Returns once the sockets are bound.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let store: Arc<dyn ControlStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
+        let mut runtime_config = config.runtime.clone();
+        runtime_config.cache_dir = config.data_dir.join("cache");
+        let runtime = Arc::new(Runtime::new(runtime_config)?);
+        let metrics = Arc::new(Metrics::new());
+        let (routes, restored) = {
+            let (store, runtime, metrics, env) = (
+                store.clone(),
+                runtime.clone(),
+                metrics.clone(),
+                config.environment.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                deploy::restore(store.as_ref(), &runtime, &metrics, &env)
+            })
+            .await
+            .expect("restore task panicked")?
+        };
+        let sink = store.record_sink()?;
+        let meter = {
+            let metrics = metrics.clone();
+            MeterWriter::spawn(sink, move |record| {
+                metrics.observe(record);
+                metrics.records_written.inc();
+                tracing::info!(target: "runway::report", function = %record.function, "{}", record.report_line());
+            })
+        };
+        let gateway = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "gateway",
+                addr: config.listen,
+                flag: "--listen",
+                source,
+            })?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "admin API",
+                addr: config.admin_listen,
+                flag: "--admin-listen",
+                source,
+            })?;
+        let gateway_addr = gateway.local_addr().expect("bound socket has an address");
+        let admin_addr = admin.local_addr().expect("bound socket has an address");
+        let shared = Arc::new(Shared {
+            environment: config.environment.clone(),
+            store,
+            runtime,
+            routes: ArcSwap::from_pointee(routes),
+            meter: meter.handle(),
+            metrics,
+            pricing: config.pricing,
+            max_request_body: config.max_request_body,
+            deploy_lock: tokio::sync::Mutex::new(()),
+            in_flight: TaskTracker::new(),
+            request_ids: RequestIds::new(),
+        });
+        let stop = CancellationToken::new();
+        let mut servers = tokio::task::JoinSet::new();
+        servers.spawn(gateway::serve(gateway, shared.clone(), stop.clone()));
+        let router = admin::router(shared.clone());
+        let admin_stop = stop.clone();
+        servers.spawn(async move {
+            let served = axum::serve(admin, router)
+                .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "admin API server failed");
+            }
+        });
+        Ok(Node {
+            gateway_addr,
+            admin_addr,
+            restored,
+            stop,
+            shared,
+            meter,
+            servers,
+        })
+    }
+
+    /// Where the gateway listens.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
+    }
+
+    /// Where the admin API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// What was restored from the store at start.
+    pub fn restored(&self) -> &RestoreSummary {
+        &self.restored
+    }
+
+    /// Number of functions served now.
+    pub fn function_count(&self) -> usize {
+        self.shared.routes.load().functions.len()
+    }
+
+    /// Stops accepting, waits for requests in flight (up to [`DRAIN_TIMEOUT`]), then
+    /// persists every invocation record.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.stop.cancel();
+        while self.servers.join_next().await.is_some() {}
+        self.shared.in_flight.close();
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, self.shared.in_flight.wait())
+            .await
+            .is_ok();
+        let meter = self.meter;
+        let records_written = tokio::task::spawn_blocking(move || meter.shutdown())
+            .await
+            .unwrap_or(0);
+        ShutdownReport {
+            records_written,
+            drained,
+        }
+    }
+}

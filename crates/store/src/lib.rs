@@ -82,11 +82,20 @@ impl TryFrom<String> for Digest {
     type Error = String;
 
     fn try_from(text: String) -> Result<Digest, String> {
-        let text = text.strip_prefix("sha256:").map(str::to_owned).unwrap_or(text);
-        if text.len() == 64 && text.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        let text = text
+            .strip_prefix("sha256:")
+            .map(str::to_owned)
+            .unwrap_or(text);
+        if text.len() == 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
             Ok(Digest(text))
         } else {
-            Err(format!("invalid digest `{text}`: expected 64 lower-case hex digits of a SHA-256"))
+            Err(format!(
+                "invalid digest `{text}`: expected 64 lower-case hex digits of a SHA-256"
+            ))
         }
     }
 }
@@ -178,7 +187,11 @@ pub trait ControlStore: Send + Sync + 'static {
     fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
     /// In one transaction: creates a release for each function whose latest release differs,
     /// and makes each function serve its new or identical release.
-    fn deploy(&self, environment: &str, releases: &[NewRelease]) -> Result<Vec<DeployResult>, StoreError>;
+    fn deploy(
+        &self,
+        environment: &str,
+        releases: &[NewRelease],
+    ) -> Result<Vec<DeployResult>, StoreError>;
     /// The release each function of an environment currently serves.
     fn current_releases(&self, environment: &str) -> Result<Vec<Release>, StoreError>;
     /// Every release of one function, newest first.
@@ -186,7 +199,13 @@ pub trait ControlStore: Send + Sync + 'static {
     /// Per-function totals of invocations started at or after `since_ms`.
     fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError>;
     /// Log lines of a function with an id above `after_id`, oldest first.
-    fn logs(&self, environment: &str, function: &str, after_id: i64, limit: u32) -> Result<Vec<LogEntry>, StoreError>;
+    fn logs(
+        &self,
+        environment: &str,
+        function: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError>;
     /// A sink for the meter writer, with its own connection so writes never wait on API reads.
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError>;
 }

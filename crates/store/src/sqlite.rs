@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, params};
 use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
     ControlStore, DeployResult, Digest, LogEntry, NewRelease, Release, StoreError, Usage,
@@ -141,8 +141,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(db("migrating"))
 }
 
-fn release_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, u32, String, String, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+fn release_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, u32, String, String, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn to_release(
@@ -188,11 +196,13 @@ impl ControlStore for SqliteStore {
             return Ok(None);
         }
         let path = self.artifact_path(digest);
-        std::fs::read(&path).map(Some).map_err(|source| StoreError::Io {
-            action: "read",
-            path,
-            source,
-        })
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|source| StoreError::Io {
+                action: "read",
+                path,
+                source,
+            })
     }
 
     fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError> {
@@ -207,7 +217,11 @@ impl ControlStore for SqliteStore {
             .map_err(db("looking up an artifact"))
     }
 
-    fn deploy(&self, environment: &str, releases: &[NewRelease]) -> Result<Vec<DeployResult>, StoreError> {
+    fn deploy(
+        &self,
+        environment: &str,
+        releases: &[NewRelease],
+    ) -> Result<Vec<DeployResult>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db("starting a deploy"))?;
         let now = now_ms();
@@ -319,7 +333,13 @@ impl ControlStore for SqliteStore {
         .map_err(db("summing usage"))
     }
 
-    fn logs(&self, environment: &str, function: &str, after_id: i64, limit: u32) -> Result<Vec<LogEntry>, StoreError> {
+    fn logs(
+        &self,
+        environment: &str,
+        function: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -329,7 +349,13 @@ impl ControlStore for SqliteStore {
             .map_err(db("reading logs"))?;
         let rows = stmt
             .query_map(params![environment, function, after_id, limit], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?, row.get::<_, String>(4)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(db("reading logs"))?;
@@ -348,7 +374,9 @@ impl ControlStore for SqliteStore {
     }
 
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError> {
-        Ok(Box::new(SqliteRecordSink { conn: open(&self.path)? }))
+        Ok(Box::new(SqliteRecordSink {
+            conn: open(&self.path)?,
+        }))
     }
 }
 
@@ -389,7 +417,14 @@ impl SqliteRecordSink {
                     r.cost.0 as i64,
                 ])?;
                 for (stream, line) in r.log_lines() {
-                    log.execute(params![r.environment, r.function, r.request_id, r.started_at_ms, stream.as_str(), line])?;
+                    log.execute(params![
+                        r.environment,
+                        r.function,
+                        r.request_id,
+                        r.started_at_ms,
+                        stream.as_str(),
+                        line
+                    ])?;
                 }
             }
         }
@@ -431,7 +466,10 @@ mod tests {
         let (_dir, store) = store();
         let digest = Digest::of(b"wasm");
         store.put_artifact(&digest, b"wasm").unwrap();
-        let new = |mem| NewRelease { digest: digest.clone(), config: config("a", mem) };
+        let new = |mem| NewRelease {
+            digest: digest.clone(),
+            config: config("a", mem),
+        };
         let first = store.deploy("prod", &[new(128)]).unwrap();
         assert!(first[0].created);
         assert_eq!(first[0].release.number, 1);
@@ -447,7 +485,10 @@ mod tests {
     #[test]
     fn deploy_of_an_unknown_artifact_changes_nothing() {
         let (_dir, store) = store();
-        let missing = NewRelease { digest: Digest::of(b"nothing"), config: config("a", 128) };
+        let missing = NewRelease {
+            digest: Digest::of(b"nothing"),
+            config: config("a", 128),
+        };
         assert!(store.deploy("prod", &[missing]).is_err());
         assert!(store.current_releases("prod").unwrap().is_empty());
     }
@@ -475,7 +516,11 @@ mod tests {
             stderr: Vec::new(),
             error: None,
         };
-        sink.write_batch(&[record("r1", InvocationStatus::Ok), record("r2", InvocationStatus::Timeout)]).unwrap();
+        sink.write_batch(&[
+            record("r1", InvocationStatus::Ok),
+            record("r2", InvocationStatus::Timeout),
+        ])
+        .unwrap();
         let usage = store.usage("prod", 0).unwrap();
         assert_eq!(usage[0].invocations, 2);
         assert_eq!(usage[0].failures, 1);
@@ -496,7 +541,15 @@ mod tests {
         {
             let store = SqliteStore::open(dir.path()).unwrap();
             store.put_artifact(&digest, b"x").unwrap();
-            store.deploy("prod", &[NewRelease { digest: digest.clone(), config: config("a", 128) }]).unwrap();
+            store
+                .deploy(
+                    "prod",
+                    &[NewRelease {
+                        digest: digest.clone(),
+                        config: config("a", 128),
+                    }],
+                )
+                .unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.current_releases("prod").unwrap().len(), 1);

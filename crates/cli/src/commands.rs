@@ -1,0 +1,397 @@
+//! Client commands: each talks to a node's admin API.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use reqwest::StatusCode;
+use runway_manifest::Manifest;
+use runway_meter::InvocationStatus;
+use runway_server::{
+    CostResponse, DeployFunction, DeployRequest, DeployResponse, FunctionInfo, InvokeRequest,
+    InvokeResponse, LogsResponse, ReleaseInfo,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::client::{AdminClient, ServerArgs};
+use crate::table;
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// A runway.toml, or a folder holding one.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Skip the manifest's `build` commands and upload the component files as they are.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let response = deploy_manifest(&client, &args.path, !args.no_build)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else {
+        print_deploy(&response);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_deploy(response: &DeployResponse) {
+    for result in &response.functions {
+        let release = &result.release;
+        let what = if result.created {
+            "deployed"
+        } else {
+            "unchanged,"
+        };
+        let routes: Vec<String> = release
+            .config
+            .http
+            .iter()
+            .map(|t| t.route.to_string())
+            .collect();
+        println!(
+            "{} {what} release {} ({} memory, {} timeout, artifact {}) {}",
+            release.config.name,
+            release.number,
+            release.config.memory,
+            release.config.timeout,
+            release.digest.short(),
+            routes.join(" "),
+        );
+    }
+}
+
+/// Builds, uploads and deploys a manifest; shared by `deploy` and `up`.
+pub fn deploy_manifest(
+    client: &AdminClient,
+    path: &Path,
+    build: bool,
+) -> anyhow::Result<DeployResponse> {
+    let manifest = Manifest::load(path)?;
+    if build {
+        let mut done = BTreeSet::new();
+        for function in &manifest.functions {
+            let Some(command) = &function.build else {
+                continue;
+            };
+            if !done.insert(command.clone()) {
+                continue;
+            }
+            eprintln!("building {}: {command}", function.config.name);
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .current_dir(&manifest.dir)
+                .stdout(std::process::Stdio::inherit())
+                .status()
+                .with_context(|| {
+                    format!(
+                        "while running the build command of `{}`",
+                        function.config.name
+                    )
+                })?;
+            if !status.success() {
+                bail!(
+                    "{}: the build command of function `{}` failed ({status}); nothing was deployed",
+                    manifest.path.display(),
+                    function.config.name
+                );
+            }
+        }
+    }
+    let mut functions = Vec::new();
+    for function in &manifest.functions {
+        let bytes = std::fs::read(&function.component).with_context(|| {
+            format!(
+                "{}: cannot read the component of function `{}` at {}{}",
+                manifest.path.display(),
+                function.config.name,
+                function.component.display(),
+                if function.build.is_some() {
+                    " (did its build produce it?)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let exists = client.send(client.head(&format!("/v1/artifacts/{digest}")))?;
+        if exists.status() == StatusCode::NOT_FOUND {
+            eprintln!(
+                "uploading {} ({} KiB, sha256 {})",
+                function.config.name,
+                bytes.len().div_ceil(1024),
+                &digest[..12]
+            );
+            let response = client.send(
+                client
+                    .put(&format!("/v1/artifacts/{digest}"))
+                    .header("content-type", "application/wasm")
+                    .body(bytes),
+            )?;
+            let _: serde_json::Value = crate::client::decode(response).with_context(|| {
+                format!(
+                    "the node refused the component of function `{}`",
+                    function.config.name
+                )
+            })?;
+        }
+        functions.push(DeployFunction {
+            digest: digest.try_into().map_err(anyhow::Error::msg)?,
+            config: function.config.clone(),
+        });
+    }
+    client
+        .json(client.post("/v1/deploy").json(&DeployRequest { functions }))
+        .with_context(|| {
+            format!(
+                "the node refused to deploy {}; nothing changed",
+                manifest.path.display()
+            )
+        })
+}
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let functions: Vec<FunctionInfo> = client.json(client.get("/v1/functions"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&functions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = functions
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                f.memory.to_string(),
+                f.timeout.to_string(),
+                f.release.to_string(),
+                f.routes.join(" "),
+                f.invocations.to_string(),
+                table::usd(f.cost),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "NAME",
+            "MEMORY",
+            "TIMEOUT",
+            "RELEASE",
+            "ROUTES",
+            "INVOCATIONS",
+            "COST",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct InvokeArgs {
+    /// The function to invoke.
+    pub name: String,
+    /// Path and query to send (default: the function's first route).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Request body; the method defaults to POST when given.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// HTTP method.
+    #[arg(long)]
+    pub method: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the response and record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let request = InvokeRequest {
+        method: args.method,
+        path: args.path,
+        body: args.data,
+        headers: Default::default(),
+    };
+    let response: InvokeResponse = client.json(
+        client
+            .post(&format!("/v1/functions/{}/invoke", args.name))
+            .json(&request),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else {
+        print!("{}", response.body);
+        if !response.body.is_empty() && !response.body.ends_with('\n') {
+            println!();
+        }
+        if response.body_truncated {
+            eprintln!(
+                "(response body truncated at {} bytes)",
+                runway_server::INVOKE_BODY_LIMIT
+            );
+        }
+        eprintln!(
+            "HTTP {} status={}",
+            response.status,
+            response.record.status.as_str()
+        );
+        if let Some(error) = &response.record.error {
+            eprintln!("ERROR {error}");
+        }
+        eprintln!("{}", response.report);
+    }
+    Ok(if response.record.status == InvocationStatus::Ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::EXIT_INVOCATION_FAILED)
+    })
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The function whose logs to print.
+    pub name: String,
+    /// Keep printing new lines as they arrive.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let mut after = 0;
+    loop {
+        let page: LogsResponse = client.json(
+            client
+                .get(&format!("/v1/functions/{}/logs", args.name))
+                .query(&[("after", after)]),
+        )?;
+        for entry in &page.entries {
+            if args.json {
+                println!("{}", serde_json::to_string(entry)?);
+            } else {
+                let at = humantime::format_rfc3339_millis(
+                    UNIX_EPOCH + Duration::from_millis(entry.at_ms as u64),
+                );
+                println!("{at} {:<8} {}", entry.stream.as_str(), entry.line);
+            }
+        }
+        let got_page = !page.entries.is_empty();
+        after = page.next_after;
+        if got_page {
+            continue;
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CostArgs {
+    /// Period to sum, ending now (e.g. `1h`, `24h`, `30d`).
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn cost(args: CostArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let report: CostResponse =
+        client.json(client.get("/v1/cost").query(&[("since", &args.since)]))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let row = |u: &runway_server::Usage| {
+        vec![
+            u.function.clone(),
+            u.invocations.to_string(),
+            u.failures.to_string(),
+            format!("{:.6}", u.gb_seconds),
+            table::usd(u.cost),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = report.functions.iter().map(row).collect();
+    rows.push(row(&report.total));
+    println!("since {}:", args.since);
+    table::print(
+        &["FUNCTION", "INVOCATIONS", "FAILURES", "GB-SECONDS", "COST"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct ReleasesArgs {
+    /// The function whose releases to list.
+    pub name: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let releases: Vec<ReleaseInfo> =
+        client.json(client.get(&format!("/v1/functions/{}/releases", args.name)))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&releases)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = releases
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}{}", r.number, if r.current { " *" } else { "" }),
+                r.digest.short().to_owned(),
+                r.memory.to_string(),
+                r.timeout.to_string(),
+                r.routes.join(" "),
+                humantime::format_rfc3339_seconds(
+                    UNIX_EPOCH + Duration::from_millis(r.created_at_ms as u64),
+                )
+                .to_string(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "RELEASE", "ARTIFACT", "MEMORY", "TIMEOUT", "ROUTES", "CREATED",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,219 @@
+//! `runway serve` and `runway up`: run a node in this process until a signal arrives.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use runway_manifest::{ByteSize, MANIFEST_FILE};
+use runway_meter::{PicoUsd, Pricing};
+use runway_server::{Node, NodeConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::client::AdminClient;
+
+/// Node settings: each flag is also a `RUNWAY_*` environment variable (flag wins).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Gateway address; port 0 picks a free port.
+    #[arg(long, env = "RUNWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Admin API address; port 0 picks a free port.
+    #[arg(long, env = "RUNWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Folder for the database, artifacts and compile cache.
+    #[arg(long, env = "RUNWAY_DATA_DIR", default_value = ".runway")]
+    pub data_dir: PathBuf,
+    /// Price of one GB-second in US dollars (default: AWS Lambda x86).
+    #[arg(long, env = "RUNWAY_PRICE_GB_SECOND", default_value = "0.0000166667")]
+    pub price_gb_second: PicoUsd,
+    /// Price of one request in US dollars (default: AWS Lambda, $0.20 per million).
+    #[arg(long, env = "RUNWAY_PRICE_REQUEST", default_value = "0.0000002")]
+    pub price_request: PicoUsd,
+    /// Largest request body the gateway accepts.
+    #[arg(long, env = "RUNWAY_MAX_REQUEST_BODY", default_value = "6MiB")]
+    pub max_request_body: ByteSize,
+    /// Largest component a deploy accepts.
+    #[arg(long, env = "RUNWAY_MAX_ARTIFACT_SIZE", default_value = "100MiB")]
+    pub max_artifact_size: ByteSize,
+    /// Linear memory kept mapped between instances in a pool slot (faster reuse, more RSS).
+    #[arg(long, env = "RUNWAY_MEMORY_KEEP_RESIDENT", default_value = "2MiB")]
+    pub memory_keep_resident: ByteSize,
+    /// Instances that may run at once across all functions.
+    #[arg(long, env = "RUNWAY_MAX_INSTANCES", default_value_t = 1000)]
+    pub max_instances: u32,
+}
+
+impl ServeArgs {
+    fn node_config(&self) -> NodeConfig {
+        let mut config = NodeConfig::new(self.data_dir.clone());
+        config.listen = self.listen;
+        config.admin_listen = self.admin_listen;
+        config.pricing = Pricing {
+            per_gb_second: self.price_gb_second,
+            per_request: self.price_request,
+        };
+        config.max_request_body = self.max_request_body.bytes();
+        config.runtime.max_artifact_bytes = self.max_artifact_size.bytes();
+        config.runtime.memory_keep_resident = self.memory_keep_resident.bytes();
+        config.runtime.max_instances = self.max_instances;
+        config
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Folder whose sub-folders each hold a runway.toml to deploy.
+    #[arg(long, default_value = "examples")]
+    pub examples: PathBuf,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")
+}
+
+async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
+    let node = Node::start(args.node_config()).await.with_context(|| {
+        format!(
+            "while starting a node on data folder {}",
+            args.data_dir.display()
+        )
+    })?;
+    let restored = node.restored();
+    println!(
+        "runway: gateway listening on http://{}",
+        node.gateway_addr()
+    );
+    println!(
+        "runway: admin API listening on http://{}",
+        node.admin_addr()
+    );
+    println!(
+        "runway: serving {} functions from {} ({} compiled code from cache, {} compiled now)",
+        node.function_count(),
+        args.data_dir.display(),
+        restored.from_cache,
+        restored.compiled
+    );
+    for failed in &restored.failed {
+        println!("runway: cannot serve {failed}");
+    }
+    Ok(node)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("while installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run_until_signal(node: Node) -> anyhow::Result<ExitCode> {
+    wait_for_signal().await?;
+    println!(
+        "runway: shutting down: no new requests; finishing those in flight (a second signal quits at once)"
+    );
+    tokio::spawn(async {
+        if wait_for_signal().await.is_ok() {
+            eprintln!("runway: second signal: quitting now; unflushed invocation records are lost");
+            std::process::exit(130);
+        }
+    });
+    let report = node.shutdown().await;
+    println!(
+        "runway: stopped; {} invocation records written{}",
+        report.records_written,
+        if report.drained {
+            ""
+        } else {
+            " (some invocations were still running at the drain timeout)"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    runtime()?.block_on(async {
+        let node = start(&args).await?;
+        run_until_signal(node).await
+    })
+}
+
+pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&args.examples)
+        .with_context(|| {
+            format!(
+                "while listing the examples folder {}",
+                args.examples.display()
+            )
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path().join(MANIFEST_FILE)))
+        .filter(|path| path.is_file())
+        .collect();
+    manifests.sort();
+    runtime()?.block_on(async {
+        let node = start(&args.serve).await?;
+        let admin = format!("http://{}", node.admin_addr());
+        let gateway = node.gateway_addr();
+        let deployed =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(String, String)>> {
+                let client = AdminClient::new(&admin)?;
+                let mut routes = Vec::new();
+                for manifest in &manifests {
+                    let response = crate::commands::deploy_manifest(&client, manifest, true)
+                        .with_context(|| format!("while deploying {}", manifest.display()))?;
+                    crate::commands::print_deploy(&response);
+                    for result in response.functions {
+                        for trigger in &result.release.config.http {
+                            routes.push((
+                                result.release.config.name.to_string(),
+                                trigger.route.base().to_owned(),
+                            ));
+                        }
+                    }
+                }
+                Ok(routes)
+            })
+            .await
+            .context("the deploy task failed")?;
+        match deployed {
+            Ok(routes) => {
+                println!("runway: ready. Try:");
+                for (name, path) in routes {
+                    println!("  {name:<8} curl http://{gateway}{path}");
+                }
+                println!(
+                    "  runway ls --server http://{}   (Ctrl-C stops the node)",
+                    node.admin_addr()
+                );
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                node.shutdown().await;
+                return Ok(ExitCode::from(crate::EXIT_FAILURE));
+            }
+        }
+        run_until_signal(node).await
+    })
+}

@@ -1,0 +1,498 @@
+//! The admin API: JSON under `/v1`, Prometheus text at `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full};
+use runway_manifest::{ByteSize, HumanDuration};
+use runway_meter::{InvocationRecord, PicoUsd};
+use runway_store::{Digest, LogEntry, Usage};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::deploy::{self, DeployRequest, DeployResponse};
+use crate::error::ApiError;
+use crate::live::LiveFunction;
+
+/// A function as `runway ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Name.
+    pub name: String,
+    /// Environment.
+    pub environment: String,
+    /// Release it serves.
+    pub release: u32,
+    /// Artifact digest of that release.
+    pub digest: Digest,
+    /// Memory size.
+    pub memory: ByteSize,
+    /// Timeout.
+    pub timeout: HumanDuration,
+    /// HTTP routes, with methods when restricted (`GET /hello`).
+    pub routes: Vec<String>,
+    /// Invocations recorded, all time.
+    pub invocations: u64,
+    /// Of which did not end `ok`.
+    pub failures: u64,
+    /// GB-seconds billed, all time.
+    pub gb_seconds: f64,
+    /// Cost, all time.
+    pub cost: PicoUsd,
+}
+
+/// A release as `runway releases` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    /// Release number.
+    pub number: u32,
+    /// Artifact digest.
+    pub digest: Digest,
+    /// Memory size.
+    pub memory: ByteSize,
+    /// Timeout.
+    pub timeout: HumanDuration,
+    /// HTTP routes.
+    pub routes: Vec<String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Whether the function serves this release now.
+    pub current: bool,
+}
+
+/// A request sent through `runway invoke`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// HTTP method; default GET, or POST when a body is given.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path and query; default the function's first route.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Request body as text.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The function's response and its invocation record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
+    /// Response body as text (lossy UTF-8), at most [`INVOKE_BODY_LIMIT`] bytes.
+    pub body: String,
+    /// Whether the body was cut at the limit.
+    pub body_truncated: bool,
+    /// The invocation record.
+    pub record: InvocationRecord,
+    /// The REPORT line.
+    pub report: String,
+}
+
+/// Largest response body `runway invoke` returns.
+pub const INVOKE_BODY_LIMIT: usize = 1 << 20;
+
+/// A page of log lines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsResponse {
+    /// Lines, oldest first.
+    pub entries: Vec<LogEntry>,
+    /// Pass as `after` to get the lines that follow.
+    pub next_after: i64,
+}
+
+/// Usage per function since a point in time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostResponse {
+    /// Start of the period, milliseconds since the Unix epoch.
+    pub since_ms: i64,
+    /// Per function.
+    pub functions: Vec<Usage>,
+    /// All functions together.
+    pub total: Usage,
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let artifact_limit = shared.runtime.config().max_artifact_bytes as usize + 1;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route(
+            "/v1/artifacts/{digest}",
+            put(upload_artifact)
+                .head(artifact_exists)
+                .layer(DefaultBodyLimit::max(artifact_limit)),
+        )
+        .route("/v1/deploy", post(deploy_functions))
+        .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{name}", get(show_function))
+        .route("/v1/functions/{name}/releases", get(list_releases))
+        .route("/v1/functions/{name}/invoke", post(invoke_function))
+        .route("/v1/functions/{name}/logs", get(read_logs))
+        .route("/v1/cost", get(cost))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::not_found(
+                "no_such_endpoint",
+                "no such admin API endpoint; see docs/API.md".into(),
+            )
+        })
+        .with_state(shared)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+fn parse_digest(text: String) -> Result<Digest, ApiError> {
+    Digest::try_from(text).map_err(|message| ApiError::bad_request("invalid_digest", message))
+}
+
+async fn artifact_exists(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let digest = parse_digest(digest)?;
+    let found = blocking(move || Ok(shared.store.has_artifact(&digest)?)).await?;
+    Ok(if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+async fn upload_artifact(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let digest = parse_digest(digest)?;
+    let created = deploy::upload(shared, digest.clone(), body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "digest": digest, "created": created })),
+    ))
+}
+
+async fn deploy_functions(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<DeployRequest>, JsonRejection>,
+) -> Result<Json<DeployResponse>, ApiError> {
+    let Json(request) = request.map_err(|rejection| {
+        ApiError::unprocessable(
+            "invalid_request",
+            format!("the deploy request is not valid: {}", rejection.body_text()),
+        )
+    })?;
+    Ok(Json(deploy::deploy(shared, request).await?))
+}
+
+fn routes_of(config: &runway_manifest::FunctionConfig) -> Vec<String> {
+    config
+        .http
+        .iter()
+        .map(|t| {
+            if t.methods.is_empty() {
+                t.route.to_string()
+            } else {
+                let methods: Vec<&str> = t.methods.iter().map(|m| m.as_str()).collect();
+                format!("{} {}", methods.join(","), t.route)
+            }
+        })
+        .collect()
+}
+
+fn info(live: &LiveFunction, usage: Option<&Usage>) -> FunctionInfo {
+    let release = &live.release;
+    let usage = usage.cloned().unwrap_or_default();
+    FunctionInfo {
+        name: live.name().to_owned(),
+        environment: release.environment.clone(),
+        release: release.number,
+        digest: release.digest.clone(),
+        memory: release.config.memory,
+        timeout: release.config.timeout,
+        routes: routes_of(&release.config),
+        invocations: usage.invocations,
+        failures: usage.failures,
+        gb_seconds: usage.gb_seconds,
+        cost: usage.cost,
+    }
+}
+
+async fn all_time_usage(shared: &Arc<Shared>) -> Result<Vec<Usage>, ApiError> {
+    let shared = shared.clone();
+    blocking(move || Ok(shared.store.usage(&shared.environment, 0)?)).await
+}
+
+async fn list_functions(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<FunctionInfo>>, ApiError> {
+    let usage = all_time_usage(&shared).await?;
+    let routes = shared.routes.load();
+    let list = routes
+        .functions
+        .values()
+        .map(|live| info(live, usage.iter().find(|u| u.function == live.name())))
+        .collect();
+    Ok(Json(list))
+}
+
+fn live_function(shared: &Shared, name: &str) -> Result<Arc<LiveFunction>, ApiError> {
+    shared.routes.load().functions.get(name).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "no_such_function",
+            format!("no function named `{name}` is deployed in environment `{}`; `runway ls` lists them", shared.environment),
+        )
+    })
+}
+
+async fn show_function(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    let live = live_function(&shared, &name)?;
+    let usage = all_time_usage(&shared).await?;
+    Ok(Json(info(&live, usage.iter().find(|u| u.function == name))))
+}
+
+async fn list_releases(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ReleaseInfo>>, ApiError> {
+    let current = shared
+        .routes
+        .load()
+        .functions
+        .get(&name)
+        .map(|live| live.release.number);
+    let lookup = name.clone();
+    let releases = {
+        let shared = shared.clone();
+        blocking(move || Ok(shared.store.releases(&shared.environment, &lookup)?)).await?
+    };
+    if releases.is_empty() {
+        return Err(ApiError::not_found(
+            "no_such_function",
+            format!("function `{name}` has no releases"),
+        ));
+    }
+    Ok(Json(
+        releases
+            .into_iter()
+            .map(|r| ReleaseInfo {
+                number: r.number,
+                routes: routes_of(&r.config),
+                digest: r.digest,
+                memory: r.config.memory,
+                timeout: r.config.timeout,
+                created_at_ms: r.created_at_ms,
+                current: current == Some(r.number),
+            })
+            .collect(),
+    ))
+}
+
+async fn invoke_function(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    request: Result<Json<InvokeRequest>, JsonRejection>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    let Json(request) = request.map_err(|rejection| {
+        ApiError::unprocessable(
+            "invalid_request",
+            format!("the invoke request is not valid: {}", rejection.body_text()),
+        )
+    })?;
+    let live = live_function(&shared, &name)?;
+    let path = request.path.clone().unwrap_or_else(|| {
+        live.release
+            .config
+            .http
+            .first()
+            .map_or_else(|| "/".to_owned(), |t| t.route.base().to_owned())
+    });
+    let method = request.method.clone().unwrap_or_else(|| {
+        if request.body.is_some() {
+            "POST"
+        } else {
+            "GET"
+        }
+        .to_owned()
+    });
+    let mut builder = http::Request::builder()
+        .method(method.as_str())
+        .uri(path.as_str());
+    for (key, value) in &request.headers {
+        builder = builder.header(key, value);
+    }
+    let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
+    let http_request = builder.body(body).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("cannot build the request: {err}"),
+        )
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let response = crate::gateway::invoke(&shared, live, http_request, Some(tx)).await;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = response.into_body();
+    let mut collected = Vec::new();
+    let mut body_truncated = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            let room = INVOKE_BODY_LIMIT - collected.len();
+            if data.len() > room {
+                collected.extend_from_slice(&data[..room]);
+                body_truncated = true;
+                break;
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    drop(body);
+    let record = rx
+        .await
+        .map_err(|_| ApiError::internal("the invocation ended without a record".into()))?;
+    Ok(Json(InvokeResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&collected).into_owned(),
+        body_truncated,
+        report: record.report_line(),
+        record,
+    }))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_log_limit")]
+    limit: u32,
+}
+
+fn default_log_limit() -> u32 {
+    1000
+}
+
+async fn read_logs(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<LogsResponse>, ApiError> {
+    let known = shared.routes.load().functions.contains_key(&name);
+    if !known {
+        return Err(ApiError::not_found(
+            "no_such_function",
+            format!("no function named `{name}` is deployed"),
+        ));
+    }
+    let entries = blocking(move || {
+        Ok(shared.store.logs(
+            &shared.environment,
+            &name,
+            query.after,
+            query.limit.min(10_000),
+        )?)
+    })
+    .await?;
+    let next_after = entries.last().map_or(query.after, |e| e.id);
+    Ok(Json(LogsResponse {
+        entries,
+        next_after,
+    }))
+}
+
+#[derive(Deserialize)]
+struct CostQuery {
+    since: Option<String>,
+}
+
+async fn cost(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<CostQuery>,
+) -> Result<Json<CostResponse>, ApiError> {
+    let since = match query.since.as_deref() {
+        None => Duration::from_secs(24 * 3600),
+        Some(text) => humantime::parse_duration(text).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_since",
+                format!(
+                    "invalid `since` value `{text}`: {err}; use a duration such as `24h` or `7d`"
+                ),
+            )
+        })?,
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let since_ms = now_ms - since.as_millis() as i64;
+    let functions =
+        blocking(move || Ok(shared.store.usage(&shared.environment, since_ms)?)).await?;
+    let total = functions.iter().fold(
+        Usage {
+            function: "total".into(),
+            ..Usage::default()
+        },
+        |mut total, u| {
+            total.invocations += u.invocations;
+            total.failures += u.failures;
+            total.gb_seconds += u.gb_seconds;
+            total.cost = total.cost + u.cost;
+            total.duration_us += u.duration_us;
+            total
+        },
+    );
+    Ok(Json(CostResponse {
+        since_ms,
+        functions,
+        total,
+    }))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    (headers, shared.metrics.encode())
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| ApiError::internal(format!("a store task failed: {err}")))?
+}

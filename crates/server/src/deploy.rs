@@ -1,0 +1,254 @@
+//! Uploading artifacts and deploying releases: every check runs before anything changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use runway_manifest::{FunctionConfig, check_functions};
+use runway_runtime::{ArtifactError, CompiledArtifact, LoadedFrom, Runtime};
+use runway_store::{ControlStore, DeployResult, Digest, NewRelease, Release};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::error::ApiError;
+use crate::live::{LiveFunction, RouteTable};
+use crate::metrics::{Metrics, SourceLabels};
+
+/// One function of a deploy request: a configuration and the artifact it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployFunction {
+    /// Digest of an uploaded artifact.
+    pub digest: Digest,
+    /// The configuration to freeze into the release.
+    pub config: FunctionConfig,
+}
+
+/// A deploy request: every function listed switches together, or none does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Functions to deploy.
+    pub functions: Vec<DeployFunction>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployResponse {
+    /// One entry per function, in request order.
+    pub functions: Vec<DeployResult>,
+}
+
+/// Compiles (or loads from the cache) and links an artifact.
+pub(crate) fn ready(
+    runtime: &Runtime,
+    metrics: &Metrics,
+    digest: &Digest,
+    bytes: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+) -> Result<(CompiledArtifact, runway_runtime::Prepared), ApiError> {
+    let compiled = match runtime.load_cached(digest.as_str()) {
+        Some(cached) => cached,
+        None => runtime
+            .compile(digest.as_str(), &bytes()?)
+            .map_err(|err| artifact_error(digest, err))?,
+    };
+    let source = match compiled.loaded_from {
+        LoadedFrom::Cache => "cache",
+        LoadedFrom::Compiled => "compiled",
+    };
+    metrics
+        .compiles
+        .get_or_create(&SourceLabels {
+            source: source.to_owned(),
+        })
+        .inc();
+    let prepared = runtime
+        .prepare(&compiled)
+        .map_err(|err| artifact_error(digest, err))?;
+    Ok((compiled, prepared))
+}
+
+fn artifact_error(digest: &Digest, err: ArtifactError) -> ApiError {
+    match err {
+        ArtifactError::Cache { .. } => ApiError::internal(format!("artifact {digest}: {err}")),
+        err => ApiError::invalid_artifact(format!("artifact {}: {err}", digest.short())),
+    }
+}
+
+/// Checks, compiles and stores an uploaded artifact. Invalid artifacts are never stored.
+pub(crate) async fn upload(
+    shared: Arc<Shared>,
+    claimed: Digest,
+    bytes: bytes::Bytes,
+) -> Result<bool, ApiError> {
+    let actual = Digest::of(&bytes);
+    if actual != claimed {
+        return Err(ApiError::bad_request(
+            "digest_mismatch",
+            format!(
+                "the uploaded bytes have digest {actual}, not {claimed}: upload the file whose SHA-256 is in the URL"
+            ),
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        if shared.store.has_artifact(&actual)? {
+            return Ok(false);
+        }
+        shared
+            .runtime
+            .check_artifact(&bytes)
+            .map_err(|err| artifact_error(&actual, err))?;
+        ready(&shared.runtime, &shared.metrics, &actual, || {
+            Ok(bytes.to_vec())
+        })?;
+        Ok(shared.store.put_artifact(&actual, &bytes)?)
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))?
+}
+
+/// Validates, prepares, records and switches a set of functions atomically.
+pub(crate) async fn deploy(
+    shared: Arc<Shared>,
+    request: DeployRequest,
+) -> Result<DeployResponse, ApiError> {
+    let _serialised = shared.deploy_lock.lock().await;
+    if request.functions.is_empty() {
+        return Err(ApiError::unprocessable(
+            "empty_deploy",
+            "the deploy lists no functions".into(),
+        ));
+    }
+    let current = shared.routes.load_full();
+    // The set the node would serve: this deploy's functions plus every other live one.
+    let mut problems = {
+        let deploying: Vec<&FunctionConfig> = request.functions.iter().map(|f| &f.config).collect();
+        let others = current
+            .functions
+            .values()
+            .filter(|live| !deploying.iter().any(|c| c.name.as_str() == live.name()))
+            .map(|live| &live.release.config);
+        let all: Vec<&FunctionConfig> = deploying.iter().copied().chain(others).collect();
+        check_functions(&all)
+    };
+    if !problems.is_empty() {
+        problems.dedup();
+        return Err(ApiError::unprocessable(
+            "invalid_configuration",
+            problems.join("\n"),
+        ));
+    }
+    let env = shared.environment.clone();
+    let worker = shared.clone();
+    let (results, prepared) = tokio::task::spawn_blocking(move || {
+        let mut prepared = BTreeMap::new();
+        for function in &request.functions {
+            let digest = &function.digest;
+            if !worker.store.has_artifact(digest)? {
+                return Err(ApiError::bad_request(
+                    "artifact_missing",
+                    format!(
+                        "function `{}`: artifact {digest} was not uploaded; PUT it to /v1/artifacts/{digest} first",
+                        function.config.name
+                    ),
+                ));
+            }
+            let (_, ready) = ready(&worker.runtime, &worker.metrics, digest, || {
+                worker
+                    .store
+                    .read_artifact(digest)?
+                    .ok_or_else(|| ApiError::internal(format!("artifact {digest} vanished from the store")))
+            })
+            .map_err(|err| err.for_function(function.config.name.as_str()))?;
+            prepared.insert(function.config.name.to_string(), ready);
+        }
+        let releases: Vec<NewRelease> = request
+            .functions
+            .iter()
+            .map(|f| NewRelease { digest: f.digest.clone(), config: f.config.clone() })
+            .collect();
+        let results = worker.store.deploy(&env, &releases)?;
+        Ok::<_, ApiError>((results, prepared))
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("deploy task failed: {err}")))??;
+    let mut functions = current.functions.clone();
+    let mut prepared = prepared;
+    for result in &results {
+        let name = result.release.config.name.to_string();
+        let unchanged = functions
+            .get(&name)
+            .is_some_and(|live| live.release.number == result.release.number);
+        if unchanged {
+            continue;
+        }
+        let ready = prepared.remove(&name).expect("prepared above");
+        functions.insert(
+            name,
+            Arc::new(LiveFunction::new(
+                result.release.clone(),
+                ready,
+                &shared.metrics,
+            )),
+        );
+    }
+    shared.metrics.functions.set(functions.len() as i64);
+    shared.metrics.deploys.inc();
+    shared.routes.store(Arc::new(RouteTable::new(functions)));
+    Ok(DeployResponse { functions: results })
+}
+
+/// Loads what an environment served before a restart, from the cache where possible.
+pub(crate) fn restore(
+    store: &dyn ControlStore,
+    runtime: &Runtime,
+    metrics: &Metrics,
+    environment: &str,
+) -> Result<(RouteTable, RestoreSummary), crate::NodeError> {
+    let mut summary = RestoreSummary::default();
+    let mut functions = BTreeMap::new();
+    for release in store.current_releases(environment)? {
+        let name = release.config.name.to_string();
+        let digest = release.digest.clone();
+        let loaded = ready(runtime, metrics, &digest, || {
+            store.read_artifact(&digest)?.ok_or_else(|| {
+                ApiError::internal(format!("artifact {digest} is missing from the store"))
+            })
+        });
+        match loaded {
+            Ok((compiled, prepared)) => {
+                match compiled.loaded_from {
+                    LoadedFrom::Cache => summary.from_cache += 1,
+                    LoadedFrom::Compiled => summary.compiled += 1,
+                }
+                functions.insert(
+                    name,
+                    Arc::new(LiveFunction::new(release, prepared, metrics)),
+                );
+            }
+            Err(err) => {
+                tracing::error!(function = %name, release = release.number, error = %err.message, "cannot serve function after restart");
+                summary.failed.push(failed_release(&release, &err.message));
+            }
+        }
+    }
+    metrics.functions.set(functions.len() as i64);
+    Ok((RouteTable::new(functions), summary))
+}
+
+fn failed_release(release: &Release, why: &str) -> String {
+    format!(
+        "{} (release {}): {why}",
+        release.config.name, release.number
+    )
+}
+
+/// How a node came back after a restart.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreSummary {
+    /// Functions whose compiled code came from the cache.
+    pub from_cache: usize,
+    /// Functions that had to be compiled (cache missing or from another engine).
+    pub compiled: usize,
+    /// Functions that could not be served, with the reason.
+    pub failed: Vec<String>,
+}

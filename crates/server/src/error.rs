@@ -1,0 +1,105 @@
+//! The admin API's one error type: JSON `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! 4xx errors carry the caller's mistake in full; 5xx errors carry a generic message while
+//! the detail is logged once on the node.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use runway_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+/// An admin API failure with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    pub(crate) fn bad_request(code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message,
+        }
+    }
+
+    pub(crate) fn unprocessable(code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message,
+        }
+    }
+
+    pub(crate) fn invalid_artifact(message: String) -> ApiError {
+        ApiError::unprocessable("invalid_artifact", message)
+    }
+
+    pub(crate) fn not_found(code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message,
+        }
+    }
+
+    pub(crate) fn internal(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message,
+        }
+    }
+
+    /// Prefixes the message with the function it concerns.
+    pub(crate) fn for_function(mut self, function: &str) -> ApiError {
+        self.message = format!("function `{function}`: {}", self.message);
+        self
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        ApiError::internal(err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = if self.status.is_server_error() {
+            tracing::error!(code = self.code, error = %self.message, "admin API request failed");
+            "the node failed to complete this request; the reason is in the node's log".to_owned()
+        } else {
+            self.message
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

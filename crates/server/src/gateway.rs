@@ -1,0 +1,235 @@
+//! The public HTTP gateway: route → fresh instance → streamed response → meter.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use runway_meter::InvocationRecord;
+use runway_runtime::{Outcome, ResponseBody};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::live::{LiveFunction, RouteMatch};
+
+/// Header carrying the invocation's request id back to the caller.
+pub const REQUEST_ID_HEADER: &str = "x-runway-request-id";
+
+/// Accepts connections until `stop` is cancelled, then waits for open connections to finish
+/// their requests.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let http = hyper::server::conn::http1::Builder::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a gateway connection failed");
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "gateway connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(crate::DRAIN_TIMEOUT) => {
+            tracing::warn!("gateway connections still open after the drain timeout; closing them");
+        }
+    }
+}
+
+async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let routes = shared.routes.load();
+    let function = match routes.lookup(request.method().as_str(), request.uri().path()) {
+        RouteMatch::Found(function) => function.clone(),
+        RouteMatch::WrongMethod(allowed) => {
+            let allow = allowed.join(", ");
+            let mut response = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "method {} is not allowed here; allowed: {allow}\n",
+                    request.method()
+                ),
+            );
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(http::header::ALLOW, value);
+            }
+            return response;
+        }
+        RouteMatch::NotFound => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!("no function is routed at {}\n", request.uri().path()),
+            );
+        }
+    };
+    drop(routes);
+    let limit = shared.max_request_body;
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than this node's limit of {limit} bytes\n"),
+        );
+    }
+    let request = request.map(|body| {
+        Limited::new(body, limit as usize).map_err(move |err| {
+            if err.downcast_ref::<LengthLimitError>().is_some() {
+                runway_runtime::BodyError::HttpRequestBodySize(Some(limit))
+            } else {
+                match err.downcast::<hyper::Error>() {
+                    Ok(hyper) => runway_runtime::BodyError::from(*hyper),
+                    Err(_) => runway_runtime::BodyError::HttpRequestBodySize(Some(limit)),
+                }
+            }
+        })
+    });
+    invoke(shared, function, request, None).await
+}
+
+/// Runs `function` for `request`; the record also goes to `reply` when given (admin invoke).
+pub(crate) async fn invoke<B>(
+    shared: &Arc<Shared>,
+    function: Arc<LiveFunction>,
+    mut request: Request<B>,
+    reply: Option<tokio::sync::oneshot::Sender<InvocationRecord>>,
+) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<runway_runtime::BodyError>,
+{
+    if !request.headers().contains_key(HOST) {
+        request
+            .headers_mut()
+            .insert(HOST, HeaderValue::from_static("localhost"));
+    }
+    let request_id = shared.request_ids.next();
+    let header_id = HeaderValue::from_str(&request_id).expect("request ids are ASCII");
+    function.note_invocation();
+    function.in_flight.inc();
+    let drain = shared.in_flight.token();
+    let on_done = {
+        let shared = shared.clone();
+        let function = function.clone();
+        move |outcome: Outcome| {
+            function.in_flight.dec();
+            let record = record(&shared, &function, request_id, outcome);
+            if let Some(reply) = reply {
+                _ = reply.send(record.clone());
+            }
+            shared.meter.record(record);
+            drop(drain);
+        }
+    };
+    let result = shared
+        .runtime
+        .invoke(
+            function.prepared.clone(),
+            function.limits.clone(),
+            request,
+            on_done,
+        )
+        .await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(failed) => {
+            let status = StatusCode::from_u16(failed.http_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            plain(
+                status,
+                format!(
+                    "function {} failed: {} (see `runway logs {}`)\n",
+                    function.name(),
+                    failed.status.as_str(),
+                    function.name()
+                ),
+            )
+        }
+    };
+    response.headers_mut().insert(REQUEST_ID_HEADER, header_id);
+    response
+}
+
+fn record(
+    shared: &Shared,
+    function: &LiveFunction,
+    request_id: String,
+    outcome: Outcome,
+) -> InvocationRecord {
+    let charge = shared.pricing.charge(function.memory_mb, outcome.duration);
+    let mut error = outcome.error;
+    if outcome.output_dropped > 0 {
+        let note = format!(
+            "{} bytes of output past the capture limit were dropped",
+            outcome.output_dropped
+        );
+        error = Some(match error {
+            Some(error) => format!("{error}; {note}"),
+            None => note,
+        });
+    }
+    InvocationRecord {
+        request_id,
+        environment: function.release.environment.clone(),
+        function: function.name().to_owned(),
+        release: function.release.number,
+        started_at_ms: outcome
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        duration_us: outcome.duration.as_micros() as u64,
+        billed_ms: charge.billed_ms,
+        memory_mb: function.memory_mb,
+        max_memory_bytes: outcome.max_memory_bytes,
+        instantiate_us: outcome.instantiate.as_micros() as u64,
+        status: outcome.status,
+        http_status: outcome.http_status,
+        gb_seconds: charge.gb_seconds,
+        cost: charge.cost,
+        stdout: outcome.stdout,
+        stderr: outcome.stderr,
+        error,
+    }
+}
+
+fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,120 @@
+//! The functions a node serves now, and the route table the gateway reads lock-free.
+//!
+//! A deploy builds a complete new [`RouteTable`] and swaps it in atomically. A request
+//! takes an `Arc` to the [`LiveFunction`] it matched, so it finishes on the release it
+//! started on even if a deploy lands meanwhile, and no request ever sees half a deploy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use runway_manifest::{HttpTrigger, RouteKind};
+use runway_runtime::{Limits, Prepared};
+use runway_store::Release;
+
+use crate::metrics::{FunctionLabels, Metrics};
+
+/// One function's current release, ready to serve.
+pub(crate) struct LiveFunction {
+    pub(crate) release: Release,
+    pub(crate) prepared: Arc<Prepared>,
+    pub(crate) limits: Limits,
+    pub(crate) memory_mb: u64,
+    pub(crate) in_flight: Gauge,
+    coldstarts: Counter,
+    warm: AtomicBool,
+}
+
+impl LiveFunction {
+    pub(crate) fn new(release: Release, prepared: Prepared, metrics: &Metrics) -> LiveFunction {
+        let labels = FunctionLabels {
+            function: release.config.name.to_string(),
+            environment: release.environment.clone(),
+        };
+        metrics.register_function(&labels);
+        metrics
+            .memory_size
+            .get_or_create(&labels)
+            .set(release.config.memory.bytes() as i64);
+        let limits = Limits {
+            memory_bytes: release.config.memory.bytes(),
+            timeout: release.config.timeout.as_duration(),
+            env: release
+                .config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        LiveFunction {
+            memory_mb: release.config.memory.mib_ceil(),
+            limits,
+            prepared: Arc::new(prepared),
+            in_flight: metrics.in_flight.get_or_create(&labels).clone(),
+            coldstarts: metrics.coldstarts.get_or_create(&labels).clone(),
+            warm: AtomicBool::new(false),
+            release,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.release.config.name.as_str()
+    }
+
+    /// Counts the first invocation of this release on this node as its cold start.
+    pub(crate) fn note_invocation(&self) {
+        if !self.warm.load(Ordering::Relaxed) && !self.warm.swap(true, Ordering::Relaxed) {
+            self.coldstarts.inc();
+        }
+    }
+}
+
+/// What the gateway found for a request.
+pub(crate) enum RouteMatch<'a> {
+    Found(&'a Arc<LiveFunction>),
+    /// A route matched the path but not the method; these methods would be accepted.
+    WrongMethod(Vec<&'a str>),
+    NotFound,
+}
+
+/// An immutable snapshot of everything a node serves.
+#[derive(Default)]
+pub(crate) struct RouteTable {
+    pub(crate) functions: BTreeMap<String, Arc<LiveFunction>>,
+    /// Exact routes first, then prefixes from longest to shortest.
+    routes: Vec<(HttpTrigger, Arc<LiveFunction>)>,
+}
+
+impl RouteTable {
+    pub(crate) fn new(functions: BTreeMap<String, Arc<LiveFunction>>) -> RouteTable {
+        let mut routes: Vec<(HttpTrigger, Arc<LiveFunction>)> = functions
+            .values()
+            .flat_map(|f| f.release.config.http.iter().map(|t| (t.clone(), f.clone())))
+            .collect();
+        routes.sort_by_key(|(trigger, _)| {
+            let exact = trigger.route.kind() == RouteKind::Exact;
+            (!exact, std::cmp::Reverse(trigger.route.base().len()))
+        });
+        RouteTable { functions, routes }
+    }
+
+    pub(crate) fn lookup(&self, method: &str, path: &str) -> RouteMatch<'_> {
+        let mut allowed = Vec::new();
+        for (trigger, function) in &self.routes {
+            if !trigger.route.matches(path) {
+                continue;
+            }
+            if trigger.methods.is_empty() || trigger.methods.iter().any(|m| m.as_str() == method) {
+                return RouteMatch::Found(function);
+            }
+            allowed.extend(trigger.methods.iter().map(|m| m.as_str()));
+        }
+        if allowed.is_empty() {
+            RouteMatch::NotFound
+        } else {
+            RouteMatch::WrongMethod(allowed)
+        }
+    }
+}
