@@ -127,14 +127,14 @@ pub struct CostResponse {
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let artifact_limit = shared.runtime.config().max_artifact_bytes as usize + 1;
     Router::new()
         .route("/v1/health", get(health))
         .route(
             "/v1/artifacts/{digest}",
             put(upload_artifact)
                 .head(artifact_exists)
-                .layer(DefaultBodyLimit::max(artifact_limit)),
+                // The handler enforces the node's limit itself, with a message that says so.
+                .layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/deploy", post(deploy_functions))
         .route("/v1/functions", get(list_functions))
@@ -177,9 +177,34 @@ async fn artifact_exists(
 async fn upload_artifact(
     State(shared): State<Arc<Shared>>,
     Path(digest): Path<String>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let digest = parse_digest(digest)?;
+    let limit = shared.runtime.config().max_artifact_bytes;
+    let too_large = || ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: "artifact_too_large",
+        message: format!(
+            "the component is over this node's limit of {limit} bytes (raise it with `--max-artifact-size`)"
+        ),
+    };
+    let body = http_body_util::Limited::new(body, limit as usize)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                ApiError::bad_request(
+                    "upload_failed",
+                    format!("reading the uploaded component failed: {err}"),
+                )
+            }
+        })?
+        .to_bytes();
     let created = deploy::upload(shared, digest.clone(), body).await?;
     let status = if created {
         StatusCode::CREATED

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::Shared;
 use crate::error::ApiError;
 use crate::live::{LiveFunction, RouteTable};
-use crate::metrics::{Metrics, SourceLabels};
+use crate::metrics::Metrics;
 
 /// One function of a deploy request: a configuration and the artifact it runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,12 +55,7 @@ pub(crate) fn ready(
         LoadedFrom::Cache => "cache",
         LoadedFrom::Compiled => "compiled",
     };
-    metrics
-        .compiles
-        .get_or_create(&SourceLabels {
-            source: source.to_owned(),
-        })
-        .inc();
+    metrics.compiles.with_label_values(&[source]).inc();
     let prepared = runtime
         .prepare(&compiled)
         .map_err(|err| artifact_error(digest, err))?;

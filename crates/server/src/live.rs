@@ -8,13 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus::{IntCounter, IntGauge};
 use runway_manifest::{HttpTrigger, RouteKind};
 use runway_runtime::{Limits, Prepared};
 use runway_store::Release;
 
-use crate::metrics::{FunctionLabels, Metrics};
+use crate::metrics::Metrics;
 
 /// One function's current release, ready to serve.
 pub(crate) struct LiveFunction {
@@ -22,21 +21,18 @@ pub(crate) struct LiveFunction {
     pub(crate) prepared: Arc<Prepared>,
     pub(crate) limits: Limits,
     pub(crate) memory_mb: u64,
-    pub(crate) in_flight: Gauge,
-    coldstarts: Counter,
+    pub(crate) in_flight: IntGauge,
+    coldstarts: IntCounter,
     warm: AtomicBool,
 }
 
 impl LiveFunction {
     pub(crate) fn new(release: Release, prepared: Prepared, metrics: &Metrics) -> LiveFunction {
-        let labels = FunctionLabels {
-            function: release.config.name.to_string(),
-            environment: release.environment.clone(),
-        };
-        metrics.register_function(&labels);
+        let labels = [release.config.name.as_str(), release.environment.as_str()];
+        metrics.register_function(labels[0], labels[1]);
         metrics
             .memory_size
-            .get_or_create(&labels)
+            .with_label_values(&labels)
             .set(release.config.memory.bytes() as i64);
         let limits = Limits {
             memory_bytes: release.config.memory.bytes(),
@@ -52,8 +48,8 @@ impl LiveFunction {
             memory_mb: release.config.memory.mib_ceil(),
             limits,
             prepared: Arc::new(prepared),
-            in_flight: metrics.in_flight.get_or_create(&labels).clone(),
-            coldstarts: metrics.coldstarts.get_or_create(&labels).clone(),
+            in_flight: metrics.in_flight.with_label_values(&labels),
+            coldstarts: metrics.coldstarts.with_label_values(&labels),
             warm: AtomicBool::new(false),
             release,
         }

@@ -1,244 +1,224 @@
 //! Prometheus metrics, named after OpenTelemetry's FaaS semantic conventions where one
 //! exists. Labels are bounded: function, environment and status; never request ids.
+//!
+//! The `prometheus` crate writes the classic text format (0.0.4), which `promtool check
+//! metrics` and every Prometheus version read without content negotiation.
 
-use std::sync::Mutex;
-
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus::{
+    CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
 use runway_meter::{InvocationRecord, InvocationStatus};
-use std::sync::atomic::AtomicU64;
 
-/// Labels of per-function series.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct FunctionLabels {
-    pub(crate) function: String,
-    pub(crate) environment: String,
-}
-
-/// Labels of per-function series split by invocation status.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct StatusLabels {
-    pub(crate) function: String,
-    pub(crate) environment: String,
-    pub(crate) status: String,
-}
-
-/// Labels of compile counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct SourceLabels {
-    pub(crate) source: String,
-}
-
-type FloatCounter = Counter<f64, AtomicU64>;
+const FUNCTION: &[&str] = &["function", "environment"];
+const FUNCTION_STATUS: &[&str] = &["function", "environment", "status"];
 
 /// Every metric the node exports.
 pub(crate) struct Metrics {
-    registry: Mutex<Registry>,
-    invocations: Family<StatusLabels, Counter>,
-    errors: Family<FunctionLabels, Counter>,
-    timeouts: Family<FunctionLabels, Counter>,
-    pub(crate) coldstarts: Family<FunctionLabels, Counter>,
-    duration: Family<FunctionLabels, Histogram>,
-    init_duration: Family<FunctionLabels, Histogram>,
-    mem_usage: Family<FunctionLabels, Histogram>,
-    gb_seconds: Family<FunctionLabels, FloatCounter>,
-    cost: Family<FunctionLabels, FloatCounter>,
-    pub(crate) in_flight: Family<FunctionLabels, Gauge>,
-    pub(crate) memory_size: Family<FunctionLabels, Gauge>,
-    pub(crate) functions: Gauge,
-    pub(crate) deploys: Counter,
-    pub(crate) compiles: Family<SourceLabels, Counter>,
-    pub(crate) records_written: Counter,
+    registry: Registry,
+    invocations: IntCounterVec,
+    errors: IntCounterVec,
+    timeouts: IntCounterVec,
+    pub(crate) coldstarts: IntCounterVec,
+    duration: HistogramVec,
+    init_duration: HistogramVec,
+    mem_usage: HistogramVec,
+    gb_seconds: CounterVec,
+    cost: CounterVec,
+    pub(crate) in_flight: IntGaugeVec,
+    pub(crate) memory_size: IntGaugeVec,
+    pub(crate) functions: IntGauge,
+    pub(crate) deploys: IntCounter,
+    pub(crate) compiles: IntCounterVec,
+    pub(crate) records_written: IntCounter,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new([
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-    ])
+const DURATION_BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric =
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
+    metric
 }
 
-fn memory_histogram() -> Histogram {
-    // 1 MiB to 4 GiB, doubling.
-    Histogram::new((0..13).map(|i| f64::from(1u32 << 20) * f64::from(1u32 << i)))
+fn float_counter(registry: &Registry, name: &str, help: &str) -> CounterVec {
+    let metric = CounterVec::new(Opts::new(name, help), FUNCTION).expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), FUNCTION)
+        .expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    let metric =
+        IntGaugeVec::new(Opts::new(name, help), FUNCTION).expect("valid metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
+    metric
 }
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let m = Metrics {
-            registry: Mutex::new(Registry::default()),
-            invocations: Family::default(),
-            errors: Family::default(),
-            timeouts: Family::default(),
-            coldstarts: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            init_duration: Family::new_with_constructor(duration_histogram),
-            mem_usage: Family::new_with_constructor(memory_histogram),
-            gb_seconds: Family::default(),
-            cost: Family::default(),
-            in_flight: Family::default(),
-            memory_size: Family::default(),
-            functions: Gauge::default(),
-            deploys: Counter::default(),
-            compiles: Family::default(),
-            records_written: Counter::default(),
-        };
-        registry.register(
-            "faas_invocations",
-            "Invocations per function and status (ok, error, timeout, out_of_memory)",
-            m.invocations.clone(),
-        );
-        registry.register(
-            "faas_errors",
-            "Invocations that failed (error or out_of_memory)",
-            m.errors.clone(),
-        );
-        registry.register(
-            "faas_timeouts",
-            "Invocations stopped at their timeout",
-            m.timeouts.clone(),
-        );
-        registry.register(
-            "faas_coldstarts",
-            "First invocation of a release on this node (compiled code loaded, instance pool warmed)",
-            m.coldstarts.clone(),
-        );
-        registry.register_with_unit(
-            "faas_invoke_duration",
-            "Duration of invocations, from instantiation to the end of the handler",
-            Unit::Seconds,
-            m.duration.clone(),
-        );
-        registry.register_with_unit(
-            "faas_init_duration",
-            "Time to create a fresh store and instance for one invocation",
-            Unit::Seconds,
-            m.init_duration.clone(),
-        );
-        registry.register_with_unit(
-            "faas_mem_usage",
-            "Max memory used (linear-memory high-water mark) per invocation",
-            Unit::Bytes,
-            m.mem_usage.clone(),
-        );
-        registry.register(
-            "runway_gb_seconds",
-            "GB-seconds billed (memory size in GB x billed seconds)",
-            m.gb_seconds.clone(),
-        );
-        registry.register(
-            "runway_cost_usd",
-            "Money billed, in US dollars",
-            m.cost.clone(),
-        );
-        registry.register(
-            "runway_in_flight_requests",
-            "Invocations running now",
-            m.in_flight.clone(),
-        );
-        registry.register_with_unit(
-            "runway_function_memory_size",
-            "Memory size of the release each function serves",
-            Unit::Bytes,
-            m.memory_size.clone(),
-        );
-        registry.register(
-            "runway_functions",
-            "Functions served by this node",
-            m.functions.clone(),
-        );
-        registry.register(
-            "runway_deploys",
-            "Deploys accepted by this node",
-            m.deploys.clone(),
-        );
-        registry.register(
-            "runway_compiles",
-            "Components made ready, by source: compiled now or loaded from the compile cache",
-            m.compiles.clone(),
-        );
-        registry.register(
-            "runway_meter_records_written",
+        let r = Registry::new();
+        let functions =
+            IntGauge::new("runway_functions", "Functions served by this node").expect("valid");
+        let deploys = IntCounter::new("runway_deploys_total", "Deploys accepted by this node")
+            .expect("valid");
+        let records_written = IntCounter::new(
+            "runway_meter_records_written_total",
             "Invocation records persisted by the meter writer",
-            m.records_written.clone(),
-        );
-        *m.registry.lock().expect("fresh mutex") = registry;
-        m
+        )
+        .expect("valid");
+        for metric in [
+            Box::new(functions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(deploys.clone()),
+            Box::new(records_written.clone()),
+        ] {
+            r.register(metric).expect("unique metric name");
+        }
+        Metrics {
+            invocations: counter(
+                &r,
+                "faas_invocations_total",
+                "Invocations per function and status (ok, error, timeout, out_of_memory)",
+                FUNCTION_STATUS,
+            ),
+            errors: counter(
+                &r,
+                "faas_errors_total",
+                "Invocations that failed (error or out_of_memory)",
+                FUNCTION,
+            ),
+            timeouts: counter(
+                &r,
+                "faas_timeouts_total",
+                "Invocations stopped at their timeout",
+                FUNCTION,
+            ),
+            coldstarts: counter(
+                &r,
+                "faas_coldstarts_total",
+                "First invocation of a release on this node (compiled code loaded, instance pool warmed)",
+                FUNCTION,
+            ),
+            duration: histogram(
+                &r,
+                "faas_invoke_duration_seconds",
+                "Duration of invocations, from instantiation to the end of the handler",
+                DURATION_BUCKETS.to_vec(),
+            ),
+            init_duration: histogram(
+                &r,
+                "faas_init_duration_seconds",
+                "Time to create a fresh store and instance for one invocation",
+                DURATION_BUCKETS.to_vec(),
+            ),
+            mem_usage: histogram(
+                &r,
+                "faas_mem_usage_bytes",
+                "Max memory used (linear-memory high-water mark) per invocation",
+                // 1 MiB to 4 GiB, doubling.
+                (0..13)
+                    .map(|i| f64::from(1u32 << 20) * f64::from(1u32 << i))
+                    .collect(),
+            ),
+            gb_seconds: float_counter(
+                &r,
+                "runway_compute_gigabyte_seconds_total",
+                "Compute billed: memory size in GB times billed seconds",
+            ),
+            cost: float_counter(
+                &r,
+                "runway_cost_dollars_total",
+                "Money billed, in US dollars",
+            ),
+            in_flight: gauge(&r, "runway_in_flight_requests", "Invocations running now"),
+            memory_size: gauge(
+                &r,
+                "runway_function_memory_size_bytes",
+                "Memory size of the release each function serves",
+            ),
+            compiles: counter(
+                &r,
+                "runway_compiles_total",
+                "Components made ready, by source: compiled now or loaded from the compile cache",
+                &["source"],
+            ),
+            functions,
+            deploys,
+            records_written,
+            registry: r,
+        }
     }
 
     /// Pre-creates a function's series so they read zero from the moment of deploy.
-    pub(crate) fn register_function(&self, labels: &FunctionLabels) {
+    pub(crate) fn register_function(&self, function: &str, environment: &str) {
+        let labels = [function, environment];
         for status in InvocationStatus::ALL {
-            drop(
-                self.invocations
-                    .get_or_create(&status_labels(labels, status)),
-            );
+            self.invocations
+                .with_label_values(&[function, environment, status.as_str()]);
         }
-        drop(self.errors.get_or_create(labels));
-        drop(self.timeouts.get_or_create(labels));
-        drop(self.coldstarts.get_or_create(labels));
-        drop(self.duration.get_or_create(labels));
-        drop(self.init_duration.get_or_create(labels));
-        drop(self.mem_usage.get_or_create(labels));
-        drop(self.gb_seconds.get_or_create(labels));
-        drop(self.cost.get_or_create(labels));
-        drop(self.in_flight.get_or_create(labels));
+        self.errors.with_label_values(&labels);
+        self.timeouts.with_label_values(&labels);
+        self.coldstarts.with_label_values(&labels);
+        self.duration.with_label_values(&labels);
+        self.init_duration.with_label_values(&labels);
+        self.mem_usage.with_label_values(&labels);
+        self.gb_seconds.with_label_values(&labels);
+        self.cost.with_label_values(&labels);
+        self.in_flight.with_label_values(&labels);
     }
 
     /// Folds one invocation record into the series (called on the meter thread).
     pub(crate) fn observe(&self, record: &InvocationRecord) {
-        let labels = FunctionLabels {
-            function: record.function.clone(),
-            environment: record.environment.clone(),
-        };
+        let labels = [record.function.as_str(), record.environment.as_str()];
         self.invocations
-            .get_or_create(&status_labels(&labels, record.status))
+            .with_label_values(&[labels[0], labels[1], record.status.as_str()])
             .inc();
         match record.status {
             InvocationStatus::Ok => {}
-            InvocationStatus::Timeout => {
-                self.timeouts.get_or_create(&labels).inc();
-            }
+            InvocationStatus::Timeout => self.timeouts.with_label_values(&labels).inc(),
             InvocationStatus::Error | InvocationStatus::OutOfMemory => {
-                self.errors.get_or_create(&labels).inc();
+                self.errors.with_label_values(&labels).inc();
             }
         }
         self.duration
-            .get_or_create(&labels)
+            .with_label_values(&labels)
             .observe(record.duration_us as f64 / 1e6);
         self.init_duration
-            .get_or_create(&labels)
+            .with_label_values(&labels)
             .observe(record.instantiate_us as f64 / 1e6);
         self.mem_usage
-            .get_or_create(&labels)
+            .with_label_values(&labels)
             .observe(record.max_memory_bytes as f64);
         self.gb_seconds
-            .get_or_create(&labels)
+            .with_label_values(&labels)
             .inc_by(record.gb_seconds);
         self.cost
-            .get_or_create(&labels)
+            .with_label_values(&labels)
             .inc_by(record.cost.as_usd());
     }
 
     /// The Prometheus text exposition of every series.
     pub(crate) fn encode(&self) -> String {
-        let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        prometheus_client::encoding::text::encode(&mut text, &registry)
-            .expect("writing to a String cannot fail");
-        text
-    }
-}
-
-fn status_labels(labels: &FunctionLabels, status: InvocationStatus) -> StatusLabels {
-    StatusLabels {
-        function: labels.function.clone(),
-        environment: labels.environment.clone(),
-        status: status.as_str().to_owned(),
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("encoding gathered metrics to text")
     }
 }

@@ -1,6 +1,7 @@
 //! Echoes the request: the body comes back unchanged, with the method and path in
 //! `x-echo-method` and `x-echo-path`. It also logs one line per request to stdout, which
-//! `runway logs echo` shows next to the REPORT line.
+//! `runway logs echo` shows next to the REPORT line. A path ending in `/panic` makes it
+//! trap, to show what a crashing function looks like.
 
 use wasi::http::types::{
     Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -24,6 +25,10 @@ impl wasi::exports::http::incoming_handler::Guest for Echo {
             Method::Other(other) => other,
         };
         let path = request.path_with_query().unwrap_or_default();
+        if path.ends_with("/panic") {
+            // Demonstrates a trap: the caller gets HTTP 500 and the record says `error`.
+            panic!("asked to panic by {path}");
+        }
         let headers = Fields::from_list(&[
             ("x-echo-method".into(), method.clone().into_bytes()),
             ("x-echo-path".into(), path.clone().into_bytes()),
@@ -41,7 +46,10 @@ impl wasi::exports::http::incoming_handler::Guest for Echo {
             match input.blocking_read(64 * 1024) {
                 Ok(chunk) => {
                     total += chunk.len();
-                    out.blocking_write_and_flush(&chunk).expect("write");
+                    // `blocking-write-and-flush` takes at most 4096 bytes per call.
+                    for piece in chunk.chunks(4096) {
+                        out.blocking_write_and_flush(piece).expect("write");
+                    }
                 }
                 Err(StreamError::Closed) => break,
                 Err(StreamError::LastOperationFailed(err)) => {

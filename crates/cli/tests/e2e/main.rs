@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts the real `runway` binary on free loopback ports with its
+//! own data folder, deploys real components and talks HTTP to it.
+
+mod bad_input;
+mod deploy;
+mod lifecycle;
+mod limits;
+mod metering;
+mod support;

@@ -1,0 +1,327 @@
+//! Starting the real `runway` binary on free loopback ports, and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The examples folder.
+pub fn examples() -> PathBuf {
+    repo_root().join("examples")
+}
+
+/// Builds every example component once per test run.
+pub fn build_examples() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(examples())
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("running cargo to build the examples");
+        assert!(status.success(), "building the example components failed");
+    });
+}
+
+/// Path of a built example component.
+pub fn wasm(file: &str) -> PathBuf {
+    build_examples();
+    examples()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{file}.wasm"))
+}
+
+/// Writes a runway.toml into `dir` and returns its path.
+pub fn manifest(dir: &Path, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("runway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A manifest with one function running an example component.
+pub fn function_toml(name: &str, component: &str, route: &str, extra: &str) -> String {
+    format!(
+        "[[function]]\nname = \"{name}\"\ncomponent = \"{}\"\n{extra}\n\n[[function.trigger]]\nhttp = {{ route = \"{route}\" }}\n",
+        wasm(component).display()
+    )
+}
+
+/// What a CLI command printed and how it exited.
+pub struct Cli {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    fn from(output: Output) -> Cli {
+        Cli {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "command failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts failure and returns stderr.
+    #[track_caller]
+    pub fn failed(&self) -> &str {
+        assert!(
+            !self.status.success(),
+            "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stderr
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs the CLI with no node.
+pub fn runway(args: &[&str], server: &str) -> Cli {
+    Cli::from(
+        Command::new(env!("CARGO_BIN_EXE_runway"))
+            .args(args)
+            .env("RUNWAY_SERVER", server)
+            .output()
+            .expect("running runway"),
+    )
+}
+
+/// A `runway serve` process on free loopback ports with its own data folder.
+pub struct TestNode {
+    child: Option<Child>,
+    pub gateway: String,
+    pub admin: String,
+    output: Arc<Mutex<String>>,
+    http: reqwest::blocking::Client,
+}
+
+impl TestNode {
+    /// Starts a node on `data_dir` and waits until both listeners are bound.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> TestNode {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runway"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUNWAY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting runway serve");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (lines_tx, lines_rx) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for (stream, tx) in [
+            (
+                Box::new(stdout) as Box<dyn std::io::Read + Send>,
+                Some(lines_tx),
+            ),
+            (Box::new(stderr), None),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push_str(&format!("{line}\n"));
+                    if let Some(tx) = &tx {
+                        _ = tx.send(line);
+                    }
+                }
+            });
+        }
+        let mut gateway = None;
+        let mut admin = None;
+        while gateway.is_none() || admin.is_none() {
+            let line = match lines_rx.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => line,
+                Err(_) => {
+                    _ = child.kill();
+                    panic!(
+                        "runway serve did not report its addresses; output:\n{}",
+                        output.lock().unwrap()
+                    );
+                }
+            };
+            if let Some(addr) = line.strip_prefix("runway: gateway listening on ") {
+                gateway = Some(addr.to_owned());
+            }
+            if let Some(addr) = line.strip_prefix("runway: admin API listening on ") {
+                admin = Some(addr.to_owned());
+            }
+        }
+        TestNode {
+            child: Some(child),
+            gateway: gateway.unwrap(),
+            admin: admin.unwrap(),
+            output,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Everything the node printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Runs a CLI command against this node.
+    pub fn cli(&self, args: &[&str]) -> Cli {
+        runway(args, &self.admin)
+    }
+
+    /// Deploys a manifest or folder without running its build (examples are prebuilt).
+    #[track_caller]
+    pub fn deploy(&self, path: &Path) -> Value {
+        build_examples();
+        self.cli(&["deploy", "--no-build", "--json", path.to_str().unwrap()])
+            .json()
+    }
+
+    /// Deploys one example folder.
+    #[track_caller]
+    pub fn deploy_example(&self, name: &str) -> Value {
+        self.deploy(&examples().join(name))
+    }
+
+    /// A request to the gateway.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.gateway))
+    }
+
+    /// GET from the gateway.
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .expect("gateway request")
+    }
+
+    /// GET from the admin API.
+    pub fn admin_get(&self, path: &str) -> reqwest::blocking::Response {
+        self.http
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .expect("admin request")
+    }
+
+    /// The Prometheus exposition.
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").text().unwrap()
+    }
+
+    /// The value of one sample in `/metrics`, if present.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|value| value.trim().parse().unwrap())
+    }
+
+    /// Polls until `check` holds (records are persisted off the request path).
+    #[track_caller]
+    pub fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting until {what}; node output:\n{}",
+            self.output()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(self) -> (ExitStatus, String) {
+        signal(self.pid(), "TERM");
+        self.wait()
+    }
+
+    /// Waits for the process to exit (after a signal sent by the test).
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let status = child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.output())
+    }
+}
+
+/// Sends a signal to a process by name (`TERM`, `INT`).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            _ = child.kill();
+            _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- runway node output ---\n{}--- end ---", self.output());
+        }
+    }
+}
+
+/// A fresh temporary folder.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
