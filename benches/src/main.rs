@@ -1,1 +1,406 @@
-fn main() {}
+//! The benchmark harness: Runway (metering on) against `wasmtime serve` (default and tuned)
+//! and a native hyper server, all serving the same hello response, measured with `wrk` in
+//! one run on this machine; plus deploy-to-first-response time per example and Runway's
+//! per-request instantiation time read from its own invocation records.
+//!
+//! Run: `cargo run --release -p runway-bench` (see docs/BENCHMARKS.md for options).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// The wasmtime CLI version compared against: the same major version Runway embeds.
+const WASMTIME_VERSION: &str = "48.0.8";
+
+#[derive(Parser)]
+#[command(about = "Measure Runway against wasmtime serve and native hyper")]
+struct Args {
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    connections: Vec<u32>,
+    /// Rounds; servers take turns within each round and medians are reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Only these servers (runway, wasmtime, wasmtime-tuned, native).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the deploy-to-first-response measurement.
+    #[arg(long)]
+    skip_deploy: bool,
+    /// Extra components to time from deploy to first response, as NAME=PATH (e.g. a JS component).
+    #[arg(long, value_delimiter = ',')]
+    extra: Vec<String>,
+    /// Runs a native hyper hello server on ADDR (used by the harness itself).
+    #[arg(long, hide = true)]
+    native_server: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(addr) = &args.native_server {
+        return native_server(addr);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    prepare(&root)?;
+    let runway = root.join("target/release/runway");
+    let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
+    println!("# Runway benchmark, {}", humanish_now());
+    println!("machine: {} cores; wrk -t1 -d{}s; rounds: {}", std::thread::available_parallelism()?.get(), args.duration, args.rounds);
+
+    let servers = ["native", "runway", "wasmtime", "wasmtime-tuned"];
+    let selected: Vec<&str> = servers
+        .iter()
+        .copied()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s))
+        .collect();
+    let wasmtime = if selected.iter().any(|s| s.starts_with("wasmtime")) {
+        ensure_wasmtime(&root)?
+    } else {
+        PathBuf::new()
+    };
+    let mut results: Vec<Run> = Vec::new();
+    let mut instantiation = None;
+    for round in 1..=args.rounds {
+        for server in &selected {
+            let port = free_port()?;
+            let data = tempfile::tempdir()?;
+            let (mut child, url) = match *server {
+                "native" => {
+                    let child = Command::new(std::env::current_exe()?)
+                        .args(["--native-server", &format!("127.0.0.1:{port}")])
+                        .stdout(Stdio::null())
+                        .spawn()?;
+                    (child, format!("http://127.0.0.1:{port}/hello"))
+                }
+                "runway" => {
+                    let admin = free_port()?;
+                    let child = Command::new(&runway)
+                        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}"), "--data-dir"])
+                        .arg(data.path())
+                        .env("RUNWAY_LOG", "warn")
+                        .stdout(Stdio::null())
+                        .spawn()?;
+                    wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
+                    let status = Command::new(&runway)
+                        .args(["deploy", "--no-build", "--server", &format!("http://127.0.0.1:{admin}")])
+                        .arg(root.join("examples/hello"))
+                        .stdout(Stdio::null())
+                        .status()?;
+                    if !status.success() {
+                        bail!("deploying hello to Runway failed");
+                    }
+                    (child, format!("http://127.0.0.1:{port}/hello"))
+                }
+                tuned => {
+                    let mut command = Command::new(&wasmtime);
+                    command.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
+                    if tuned == "wasmtime-tuned" {
+                        command.args(["-O", "pooling-memory-keep-resident=2097152", "-O", "pooling-table-keep-resident=524288"]);
+                    }
+                    let child = command.arg(&hello).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+                    (child, format!("http://127.0.0.1:{port}/"))
+                }
+            };
+            wait_for(&url)?;
+            wrk(&url, 16, 3)?;
+            for &connections in &args.connections {
+                let mut run = wrk(&url, connections, args.duration)?;
+                run.server = server.to_string();
+                run.round = round;
+                println!("  round {round} {server:<15} c={connections:<3} {:>9.0} req/s  p50 {:>8.0} µs  p99 {:>8.0} µs", run.rps, run.p50_us, run.p99_us);
+                results.push(run);
+            }
+            if *server == "runway" {
+                std::thread::sleep(Duration::from_millis(500));
+                signal_term(&child);
+                child.wait()?;
+                instantiation = Some(instantiation_stats(&data.path().join("runway.db"))?);
+            } else {
+                child.kill().ok();
+                child.wait().ok();
+            }
+        }
+    }
+    report(&results, &args.connections, &selected);
+    if let Some((count, p50, p99)) = instantiation {
+        println!("\nRunway per-request instantiation (store + instance), from {count} invocation records: p50 {p50} µs, p99 {p99} µs (goal: p50 ≤ 20 µs)");
+    }
+    if !args.skip_deploy {
+        deploy_times(&root, &runway, &args.extra)?;
+    }
+    Ok(())
+}
+
+fn humanish_now() -> String {
+    let output = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output();
+    output.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+}
+
+/// Builds the release binary and the example components.
+fn prepare(root: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo).args(["build", "--release", "-p", "runway-cli"]).current_dir(root).status()?;
+    if !status.success() {
+        bail!("building runway failed");
+    }
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(root.join("examples"))
+        .status()?;
+    if !status.success() {
+        bail!("building the examples failed");
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        bail!("wrk is not installed: `apt-get install wrk` (Debian) provides it");
+    }
+    Ok(())
+}
+
+/// Installs `wasmtime-cli` from crates.io into target/bench-tools unless it is there.
+fn ensure_wasmtime(root: &Path) -> anyhow::Result<PathBuf> {
+    let tools = root.join("target/bench-tools");
+    let binary = tools.join("bin/wasmtime");
+    let installed = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(WASMTIME_VERSION))
+        .unwrap_or(false);
+    if !installed {
+        eprintln!("installing wasmtime-cli {WASMTIME_VERSION} from crates.io into {} (about 30 minutes on 2 cores)", tools.display());
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "wasmtime-cli", "--version", WASMTIME_VERSION, "--locked", "--root"])
+            .arg(&tools)
+            .status()?;
+        if !status.success() {
+            bail!("cargo install wasmtime-cli {WASMTIME_VERSION} failed");
+        }
+    }
+    Ok(binary)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for(url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status().map(|s| s.success()).unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{url} did not answer within 2 minutes")
+}
+
+fn signal_term(child: &Child) {
+    _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+}
+
+#[derive(Debug, Clone, Default)]
+struct Run {
+    server: String,
+    round: u32,
+    connections: u32,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn wrk(url: &str, connections: u32, seconds: u64) -> anyhow::Result<Run> {
+    let output = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--timeout", "5s", "--latency", url])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut run = Run { connections, ..Run::default() };
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rps) = line.strip_prefix("Requests/sec:") {
+            run.rps = rps.trim().parse()?;
+        } else if let Some(value) = line.strip_prefix("50%") {
+            run.p50_us = micros(value.trim())?;
+        } else if let Some(value) = line.strip_prefix("99%") {
+            run.p99_us = micros(value.trim())?;
+        }
+    }
+    if run.rps == 0.0 {
+        bail!("wrk reported no throughput for {url}:\n{text}");
+    }
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("warning: wrk saw errors for {url}:\n{text}");
+    }
+    Ok(run)
+}
+
+fn micros(value: &str) -> anyhow::Result<f64> {
+    let (number, factor) = if let Some(n) = value.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = value.strip_suffix("ms") {
+        (n, 1_000.0)
+    } else if let Some(n) = value.strip_suffix('s') {
+        (n, 1_000_000.0)
+    } else {
+        bail!("unexpected latency `{value}` from wrk")
+    };
+    Ok(number.parse::<f64>()? * factor)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn report(results: &[Run], connections: &[u32], servers: &[&str]) {
+    println!("\n| server | conns | req/s (median) | p50 µs | p99 µs | req/s ÷ wasmtime serve | req/s ÷ wasmtime tuned | req/s ÷ native | p99 ÷ wasmtime serve |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let stat = |server: &str, c: u32, f: fn(&Run) -> f64| -> Option<f64> {
+        let values: Vec<f64> = results.iter().filter(|r| r.server == server && r.connections == c).map(f).collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    // Ratios are paired within a round, then the median over rounds is taken.
+    let paired = |server: &str, base: &str, c: u32, f: fn(&Run) -> f64| -> Option<f64> {
+        let ratios: Vec<f64> = results
+            .iter()
+            .filter(|r| r.server == server && r.connections == c)
+            .filter_map(|r| {
+                results
+                    .iter()
+                    .find(|b| b.server == base && b.connections == c && b.round == r.round)
+                    .map(|b| f(r) / f(b))
+            })
+            .collect();
+        (!ratios.is_empty()).then(|| median(ratios))
+    };
+    let fmt = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.2}"));
+    for server in servers {
+        for &c in connections {
+            println!(
+                "| {server} | {c} | {} | {} | {} | {} | {} | {} | {} |",
+                stat(server, c, |r| r.rps).map_or("–".into(), |v| format!("{v:.0}")),
+                stat(server, c, |r| r.p50_us).map_or("–".into(), |v| format!("{v:.0}")),
+                stat(server, c, |r| r.p99_us).map_or("–".into(), |v| format!("{v:.0}")),
+                fmt(paired(server, "wasmtime", c, |r| r.rps)),
+                fmt(paired(server, "wasmtime-tuned", c, |r| r.rps)),
+                fmt(paired(server, "native", c, |r| r.rps)),
+                fmt(paired(server, "wasmtime", c, |r| r.p99_us)),
+            );
+        }
+    }
+}
+
+/// Count, p50 and p99 of `instantiate_us` over every stored invocation.
+fn instantiation_stats(db: &Path) -> anyhow::Result<(usize, u64, u64)> {
+    let conn = rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let mut stmt = conn.prepare("SELECT instantiate_us FROM invocations ORDER BY instantiate_us")?;
+    let values: Vec<u64> = stmt
+        .query_map([], |row| row.get::<_, i64>(0))?
+        .map(|v| v.map(|v| v as u64))
+        .collect::<Result<_, _>>()?;
+    if values.is_empty() {
+        bail!("no invocation records in {}", db.display());
+    }
+    Ok((values.len(), values[values.len() / 2], values[values.len() * 99 / 100]))
+}
+
+/// Time from `runway deploy` (fresh node, nothing cached) to the first 200 response.
+fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<()> {
+    println!("\n| function | component size | deploy → first response |");
+    println!("|---|---|---|");
+    let mut cases: Vec<(String, PathBuf, String)> = ["hello", "echo", "stream", "probe", "hello-wstd", "hello-spin"]
+        .iter()
+        .map(|name| {
+            let manifest = root.join("examples").join(name);
+            let route = route_of(&manifest);
+            (name.to_string(), manifest, route)
+        })
+        .collect();
+    let scratch = tempfile::tempdir()?;
+    for spec in extra {
+        let Some((name, path)) = spec.split_once('=') else { bail!("--extra takes NAME=PATH, got `{spec}`") };
+        let dir = scratch.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let path = Path::new(path).canonicalize()?;
+        std::fs::write(
+            dir.join("runway.toml"),
+            format!("[[function]]\nname = \"{name}\"\ncomponent = \"{}\"\ntimeout = \"30s\"\n\n[[function.trigger]]\nhttp = {{ route = \"/{name}\" }}\n", path.display()),
+        )?;
+        cases.push((name.to_owned(), dir, format!("/{name}")));
+    }
+    for (name, manifest, route) in cases {
+        let data = tempfile::tempdir()?;
+        let (port, admin) = (free_port()?, free_port()?);
+        let mut child = Command::new(runway)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}"), "--data-dir"])
+            .arg(data.path())
+            .env("RUNWAY_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
+        let component = std::fs::read_to_string(manifest.join("runway.toml"))?;
+        let size = component_size(&manifest, &component);
+        let started = Instant::now();
+        let status = Command::new(runway)
+            .args(["deploy", "--no-build", "--server", &format!("http://127.0.0.1:{admin}")])
+            .arg(&manifest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            println!("| {name} | {size} | deploy failed |");
+        } else {
+            wait_for(&format!("http://127.0.0.1:{port}{route}"))?;
+            println!("| {name} | {size} | {:.0} ms |", started.elapsed().as_secs_f64() * 1000.0);
+        }
+        child.kill().ok();
+        child.wait().ok();
+    }
+    Ok(())
+}
+
+fn route_of(manifest_dir: &Path) -> String {
+    let text = std::fs::read_to_string(manifest_dir.join("runway.toml")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.split("route = \"").nth(1).and_then(|r| r.split('"').next()))
+        .map(|r| r.trim_end_matches("/...").to_owned())
+        .unwrap_or_else(|| "/".into())
+}
+
+fn component_size(dir: &Path, manifest: &str) -> String {
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("component = \"").and_then(|r| r.strip_suffix('"')))
+        .and_then(|c| std::fs::metadata(dir.join(c)).ok())
+        .map_or("?".into(), |m| format!("{} KiB", m.len() / 1024))
+}
+
+/// A native hyper "hello world": the practical ceiling on this hardware.
+fn native_server(addr: &str) -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"Hello, World!\n")));
+                    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}

@@ -196,3 +196,22 @@ fn requests_in_flight_finish_on_their_release_while_a_deploy_switches_the_route(
         logs.ok().matches("REPORT RequestId").count() == 2
     });
 }
+
+#[test]
+fn javascript_and_python_components_deploy_and_run() {
+    let build = examples().join("polyglot/build");
+    if !build.join("hello-js.wasm").exists() || !build.join("hello-py.wasm").exists() {
+        assert!(
+            std::env::var_os("RUNWAY_REQUIRE_POLYGLOT").is_none(),
+            "RUNWAY_REQUIRE_POLYGLOT is set but examples/polyglot/build.sh has not produced the components"
+        );
+        eprintln!("skipping: run examples/polyglot/build.sh (needs node and python3) to test JavaScript and Python components");
+        return;
+    }
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    node.deploy(&examples().join("polyglot/hello-js"));
+    node.deploy(&examples().join("polyglot/hello-py"));
+    assert_eq!(node.get("/hello-js").text().unwrap(), "Hello from JavaScript!");
+    assert_eq!(node.get("/hello-py").text().unwrap(), "Hello from Python!");
+}

@@ -223,3 +223,44 @@ fn metrics_exist_from_deploy_use_faas_names_and_pass_promtool() {
         Err(err) => panic!("RUNWAY_REQUIRE_PROMTOOL is set but promtool cannot run: {err}"),
     }
 }
+
+#[test]
+fn logs_follow_prints_lines_written_after_it_started() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    node.deploy_example("echo");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args(["logs", "echo", "--follow", "--server", &node.admin])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let response = node.request(reqwest::Method::POST, "/echo/followed").body("x").send().unwrap();
+    assert_eq!(response.status(), 200);
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        let done = line.contains("REPORT RequestId");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    _ = follow.kill();
+    _ = follow.wait();
+    assert!(seen.iter().any(|l| l.contains("stdout") && l.contains("echo: POST /echo/followed 1 bytes")), "{seen:?}");
+    assert!(seen.last().is_some_and(|l| l.contains("platform") && l.contains("REPORT RequestId")), "{seen:?}");
+}
