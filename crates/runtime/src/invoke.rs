@@ -1,11 +1,15 @@
 //! One invocation: a fresh store and instance, the handler call, and its [`Outcome`].
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body::Body;
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -103,7 +107,10 @@ impl Runtime {
         let (response_tx, response_rx) = tokio::sync::oneshot::channel();
         let answered = Arc::new(AtomicU16::new(0));
         let capture_limit = self.config.output_capture_bytes;
-        let task = tokio::spawn({
+        // The guest runs inside the caller's task, not a spawned one: the connection task
+        // drives it until the response head exists, then the response body drives it while
+        // it streams. No cross-thread hand-off per request, and back-pressure is natural.
+        let guest: GuestFuture = Box::pin({
             let answered = answered.clone();
             async move {
                 let started_at = SystemTime::now();
@@ -216,16 +223,94 @@ impl Runtime {
                 }
             }
         });
-        match response_rx.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_guest_error_code)) => Err(FailedInvocation {
-                status: Status::Error,
-                http_status: 500,
-            }),
-            Err(_no_response) => Err(task.await.unwrap_or(FailedInvocation {
-                status: Status::Error,
-                http_status: 500,
+        let mut response_rx = response_rx;
+        let mut guest = Some(guest);
+        let mut outparam_dropped = false;
+        let head = std::future::poll_fn(|cx| {
+            if !outparam_dropped {
+                match Pin::new(&mut response_rx).poll(cx) {
+                    Poll::Ready(Ok(answer)) => return Poll::Ready(Head::Answered(answer)),
+                    Poll::Ready(Err(_)) => outparam_dropped = true,
+                    Poll::Pending => {}
+                }
+            }
+            let running = guest.as_mut().expect("polled until it finishes");
+            match running.as_mut().poll(cx) {
+                Poll::Ready(failed) => {
+                    guest = None;
+                    Poll::Ready(match response_rx.try_recv() {
+                        Ok(answer) => Head::Answered(answer),
+                        Err(_) => Head::Finished(failed),
+                    })
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match head {
+            Head::Answered(Ok(response)) => Ok(response.map(|body| {
+                DrivenBody { body, guest }.boxed_unsync()
             })),
+            Head::Answered(Err(_guest_error_code)) => {
+                if let Some(guest) = guest {
+                    tokio::spawn(guest);
+                }
+                Err(FailedInvocation {
+                    status: Status::Error,
+                    http_status: 500,
+                })
+            }
+            Head::Finished(failed) => Err(failed),
+        }
+    }
+}
+
+type GuestFuture = Pin<Box<dyn Future<Output = FailedInvocation> + Send>>;
+
+enum Head {
+    Answered(Result<hyper::Response<ResponseBody>, ErrorCode>),
+    Finished(FailedInvocation),
+}
+
+/// A response body that keeps running the guest that writes it.
+///
+/// If the body is dropped before the guest finishes (the client went away, a HEAD request,
+/// or the guest keeps working after `finish`), the guest moves to a task of its own so its
+/// outcome is still reported.
+struct DrivenBody {
+    body: ResponseBody,
+    guest: Option<GuestFuture>,
+}
+
+impl http_body::Body for DrivenBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(guest) = self.guest.as_mut()
+            && guest.as_mut().poll(cx).is_ready()
+        {
+            self.guest = None;
+        }
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for DrivenBody {
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take() {
+            tokio::spawn(guest);
         }
     }
 }
