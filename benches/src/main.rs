@@ -47,12 +47,19 @@ fn main() -> anyhow::Result<()> {
     if let Some(addr) = &args.native_server {
         return native_server(addr);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
     prepare(&root)?;
     let runway = root.join("target/release/runway");
     let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
     println!("# Runway benchmark, {}", humanish_now());
-    println!("machine: {} cores; wrk -t1 -d{}s; rounds: {}", std::thread::available_parallelism()?.get(), args.duration, args.rounds);
+    println!(
+        "machine: {} cores; wrk -t1 -d{}s; rounds: {}",
+        std::thread::available_parallelism()?.get(),
+        args.duration,
+        args.rounds
+    );
 
     let servers = ["native", "runway", "wasmtime", "wasmtime-tuned"];
     let selected: Vec<&str> = servers
@@ -82,14 +89,26 @@ fn main() -> anyhow::Result<()> {
                 "runway" => {
                     let admin = free_port()?;
                     let child = Command::new(&runway)
-                        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}"), "--data-dir"])
+                        .args([
+                            "serve",
+                            "--listen",
+                            &format!("127.0.0.1:{port}"),
+                            "--admin-listen",
+                            &format!("127.0.0.1:{admin}"),
+                            "--data-dir",
+                        ])
                         .arg(data.path())
                         .env("RUNWAY_LOG", "warn")
                         .stdout(Stdio::null())
                         .spawn()?;
                     wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
                     let status = Command::new(&runway)
-                        .args(["deploy", "--no-build", "--server", &format!("http://127.0.0.1:{admin}")])
+                        .args([
+                            "deploy",
+                            "--no-build",
+                            "--server",
+                            &format!("http://127.0.0.1:{admin}"),
+                        ])
                         .arg(root.join("examples/hello"))
                         .stdout(Stdio::null())
                         .status()?;
@@ -102,9 +121,18 @@ fn main() -> anyhow::Result<()> {
                     let mut command = Command::new(&wasmtime);
                     command.args(["serve", "-Scli", "--addr", &format!("127.0.0.1:{port}")]);
                     if tuned == "wasmtime-tuned" {
-                        command.args(["-O", "pooling-memory-keep-resident=2097152", "-O", "pooling-table-keep-resident=524288"]);
+                        command.args([
+                            "-O",
+                            "pooling-memory-keep-resident=2097152",
+                            "-O",
+                            "pooling-table-keep-resident=524288",
+                        ]);
                     }
-                    let child = command.arg(&hello).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+                    let child = command
+                        .arg(&hello)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()?;
                     (child, format!("http://127.0.0.1:{port}/"))
                 }
             };
@@ -114,7 +142,10 @@ fn main() -> anyhow::Result<()> {
                 let mut run = wrk(&url, connections, args.duration)?;
                 run.server = server.to_string();
                 run.round = round;
-                println!("  round {round} {server:<15} c={connections:<3} {:>9.0} req/s  p50 {:>8.0} µs  p99 {:>8.0} µs", run.rps, run.p50_us, run.p99_us);
+                println!(
+                    "  round {round} {server:<15} c={connections:<3} {:>9.0} req/s  p50 {:>8.0} µs  p99 {:>8.0} µs",
+                    run.rps, run.p50_us, run.p99_us
+                );
                 results.push(run);
             }
             if *server == "runway" {
@@ -130,7 +161,9 @@ fn main() -> anyhow::Result<()> {
     }
     report(&results, &args.connections, &selected);
     if let Some((count, p50, p99)) = instantiation {
-        println!("\nRunway per-request instantiation (store + instance), from {count} invocation records: p50 {p50} µs, p99 {p99} µs (goal: p50 ≤ 20 µs)");
+        println!(
+            "\nRunway per-request instantiation (store + instance), from {count} invocation records: p50 {p50} µs, p99 {p99} µs (goal: p50 ≤ 20 µs)"
+        );
     }
     if !args.skip_deploy {
         deploy_times(&root, &runway, &args.extra)?;
@@ -139,14 +172,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn humanish_now() -> String {
-    let output = Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output();
-    output.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+    let output = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output();
+    output
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Builds the release binary and the example components.
 fn prepare(root: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo).args(["build", "--release", "-p", "runway-cli"]).current_dir(root).status()?;
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "runway-cli"])
+        .current_dir(root)
+        .status()?;
     if !status.success() {
         bail!("building runway failed");
     }
@@ -173,9 +214,19 @@ fn ensure_wasmtime(root: &Path) -> anyhow::Result<PathBuf> {
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(WASMTIME_VERSION))
         .unwrap_or(false);
     if !installed {
-        eprintln!("installing wasmtime-cli {WASMTIME_VERSION} from crates.io into {} (about 30 minutes on 2 cores)", tools.display());
+        eprintln!(
+            "installing wasmtime-cli {WASMTIME_VERSION} from crates.io into {} (about 30 minutes on 2 cores)",
+            tools.display()
+        );
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["install", "wasmtime-cli", "--version", WASMTIME_VERSION, "--locked", "--root"])
+            .args([
+                "install",
+                "wasmtime-cli",
+                "--version",
+                WASMTIME_VERSION,
+                "--locked",
+                "--root",
+            ])
             .arg(&tools)
             .status()?;
         if !status.success() {
@@ -192,7 +243,11 @@ fn free_port() -> anyhow::Result<u16> {
 fn wait_for(url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", url]).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", url])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if ok {
             return Ok(());
         }
@@ -202,7 +257,9 @@ fn wait_for(url: &str) -> anyhow::Result<()> {
 }
 
 fn signal_term(child: &Child) {
-    _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 }
 
 #[derive(Debug, Clone, Default)]
@@ -217,11 +274,22 @@ struct Run {
 
 fn wrk(url: &str, connections: u32, seconds: u64) -> anyhow::Result<Run> {
     let output = Command::new("wrk")
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--timeout", "5s", "--latency", url])
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "5s",
+            "--latency",
+            url,
+        ])
         .output()
         .context("running wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let mut run = Run { connections, ..Run::default() };
+    let mut run = Run {
+        connections,
+        ..Run::default()
+    };
     for line in text.lines() {
         let line = line.trim();
         if let Some(rps) = line.strip_prefix("Requests/sec:") {
@@ -260,10 +328,16 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn report(results: &[Run], connections: &[u32], servers: &[&str]) {
-    println!("\n| server | conns | req/s (median) | p50 µs | p99 µs | req/s ÷ wasmtime serve | req/s ÷ wasmtime tuned | req/s ÷ native | p99 ÷ wasmtime serve |");
+    println!(
+        "\n| server | conns | req/s (median) | p50 µs | p99 µs | req/s ÷ wasmtime serve | req/s ÷ wasmtime tuned | req/s ÷ native | p99 ÷ wasmtime serve |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let stat = |server: &str, c: u32, f: fn(&Run) -> f64| -> Option<f64> {
-        let values: Vec<f64> = results.iter().filter(|r| r.server == server && r.connections == c).map(f).collect();
+        let values: Vec<f64> = results
+            .iter()
+            .filter(|r| r.server == server && r.connections == c)
+            .map(f)
+            .collect();
         (!values.is_empty()).then(|| median(values))
     };
     // Ratios are paired within a round, then the median over rounds is taken.
@@ -299,8 +373,10 @@ fn report(results: &[Run], connections: &[u32], servers: &[&str]) {
 
 /// Count, p50 and p99 of `instantiate_us` over every stored invocation.
 fn instantiation_stats(db: &Path) -> anyhow::Result<(usize, u64, u64)> {
-    let conn = rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
-    let mut stmt = conn.prepare("SELECT instantiate_us FROM invocations ORDER BY instantiate_us")?;
+    let conn =
+        rusqlite::Connection::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let mut stmt =
+        conn.prepare("SELECT instantiate_us FROM invocations ORDER BY instantiate_us")?;
     let values: Vec<u64> = stmt
         .query_map([], |row| row.get::<_, i64>(0))?
         .map(|v| v.map(|v| v as u64))
@@ -308,30 +384,46 @@ fn instantiation_stats(db: &Path) -> anyhow::Result<(usize, u64, u64)> {
     if values.is_empty() {
         bail!("no invocation records in {}", db.display());
     }
-    Ok((values.len(), values[values.len() / 2], values[values.len() * 99 / 100]))
+    Ok((
+        values.len(),
+        values[values.len() / 2],
+        values[values.len() * 99 / 100],
+    ))
 }
 
 /// Time from `runway deploy` (fresh node, nothing cached) to the first 200 response.
 fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<()> {
     println!("\n| function | component size | deploy → first response |");
     println!("|---|---|---|");
-    let mut cases: Vec<(String, PathBuf, String)> = ["hello", "echo", "stream", "probe", "hello-wstd", "hello-spin"]
-        .iter()
-        .map(|name| {
-            let manifest = root.join("examples").join(name);
-            let route = route_of(&manifest);
-            (name.to_string(), manifest, route)
-        })
-        .collect();
+    let mut cases: Vec<(String, PathBuf, String)> = [
+        "hello",
+        "echo",
+        "stream",
+        "probe",
+        "hello-wstd",
+        "hello-spin",
+    ]
+    .iter()
+    .map(|name| {
+        let manifest = root.join("examples").join(name);
+        let route = route_of(&manifest);
+        (name.to_string(), manifest, route)
+    })
+    .collect();
     let scratch = tempfile::tempdir()?;
     for spec in extra {
-        let Some((name, path)) = spec.split_once('=') else { bail!("--extra takes NAME=PATH, got `{spec}`") };
+        let Some((name, path)) = spec.split_once('=') else {
+            bail!("--extra takes NAME=PATH, got `{spec}`")
+        };
         let dir = scratch.path().join(name);
         std::fs::create_dir_all(&dir)?;
         let path = Path::new(path).canonicalize()?;
         std::fs::write(
             dir.join("runway.toml"),
-            format!("[[function]]\nname = \"{name}\"\ncomponent = \"{}\"\ntimeout = \"30s\"\n\n[[function.trigger]]\nhttp = {{ route = \"/{name}\" }}\n", path.display()),
+            format!(
+                "[[function]]\nname = \"{name}\"\ncomponent = \"{}\"\ntimeout = \"30s\"\n\n[[function.trigger]]\nhttp = {{ route = \"/{name}\" }}\n",
+                path.display()
+            ),
         )?;
         cases.push((name.to_owned(), dir, format!("/{name}")));
     }
@@ -339,7 +431,14 @@ fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<
         let data = tempfile::tempdir()?;
         let (port, admin) = (free_port()?, free_port()?);
         let mut child = Command::new(runway)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{admin}"),
+                "--data-dir",
+            ])
             .arg(data.path())
             .env("RUNWAY_LOG", "warn")
             .stdout(Stdio::null())
@@ -349,7 +448,12 @@ fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<
         let size = component_size(&manifest, &component);
         let started = Instant::now();
         let status = Command::new(runway)
-            .args(["deploy", "--no-build", "--server", &format!("http://127.0.0.1:{admin}")])
+            .args([
+                "deploy",
+                "--no-build",
+                "--server",
+                &format!("http://127.0.0.1:{admin}"),
+            ])
             .arg(&manifest)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -358,7 +462,10 @@ fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<
             println!("| {name} | {size} | deploy failed |");
         } else {
             wait_for(&format!("http://127.0.0.1:{port}{route}"))?;
-            println!("| {name} | {size} | {:.0} ms |", started.elapsed().as_secs_f64() * 1000.0);
+            println!(
+                "| {name} | {size} | {:.0} ms |",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
         }
         child.kill().ok();
         child.wait().ok();
@@ -369,7 +476,11 @@ fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<
 fn route_of(manifest_dir: &Path) -> String {
     let text = std::fs::read_to_string(manifest_dir.join("runway.toml")).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.split("route = \"").nth(1).and_then(|r| r.split('"').next()))
+        .find_map(|l| {
+            l.split("route = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+        })
         .map(|r| r.trim_end_matches("/...").to_owned())
         .unwrap_or_else(|| "/".into())
 }
@@ -377,7 +488,10 @@ fn route_of(manifest_dir: &Path) -> String {
 fn component_size(dir: &Path, manifest: &str) -> String {
     manifest
         .lines()
-        .find_map(|l| l.strip_prefix("component = \"").and_then(|r| r.strip_suffix('"')))
+        .find_map(|l| {
+            l.strip_prefix("component = \"")
+                .and_then(|r| r.strip_suffix('"'))
+        })
         .and_then(|c| std::fs::metadata(dir.join(c)).ok())
         .map_or("?".into(), |m| format!("{} KiB", m.len() / 1024))
 }
@@ -387,7 +501,9 @@ fn native_server(addr: &str) -> anyhow::Result<()> {
     use http_body_util::Full;
     use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         loop {
@@ -395,11 +511,17 @@ fn native_server(addr: &str) -> anyhow::Result<()> {
             stream.set_nodelay(true)?;
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_request| async {
-                    let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"Hello, World!\n")));
-                    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
+                    let mut response =
+                        hyper::Response::new(Full::new(Bytes::from_static(b"Hello, World!\n")));
+                    response.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static("text/plain"),
+                    );
                     Ok::<_, std::convert::Infallible>(response)
                 });
-                _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     })

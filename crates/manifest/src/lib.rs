@@ -160,7 +160,7 @@ impl FunctionConfig {
                 self.memory
             ));
         }
-        if self.memory.bytes() % ByteSize::mib(1).bytes() != 0 {
+        if !self.memory.bytes().is_multiple_of(ByteSize::mib(1).bytes()) {
             problems.push(format!(
                 "function `{name}`: memory = \"{}\" must be a whole number of MiB (it is billed \
                  per MB, as on AWS Lambda)",

@@ -204,13 +204,17 @@ mod tests {
     #[test]
     fn shutdown_persists_every_queued_record_in_order() {
         let written = Arc::new(Mutex::new(Vec::new()));
-        let mut observed = 0;
-        let writer = MeterWriter::spawn(VecSink(written.clone(), 0), move |_| observed += 1);
+        let observed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = observed.clone();
+        let writer = MeterWriter::spawn(VecSink(written.clone(), 0), move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         let handle = writer.handle();
         for i in 0..3000 {
             handle.record(record(i));
         }
         assert_eq!(writer.shutdown(), 3000);
+        assert_eq!(observed.load(std::sync::atomic::Ordering::Relaxed), 3000);
         let written = written.lock().unwrap();
         assert_eq!(written.len(), 3000);
         assert_eq!(written[2999], "r2999");

@@ -2,17 +2,17 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
@@ -248,9 +248,9 @@ impl Runtime {
         })
         .await;
         match head {
-            Head::Answered(Ok(response)) => Ok(response.map(|body| {
-                DrivenBody { body, guest }.boxed_unsync()
-            })),
+            Head::Answered(Ok(response)) => {
+                Ok(response.map(|body| DrivenBody { body, guest }.boxed_unsync()))
+            }
             Head::Answered(Err(_guest_error_code)) => {
                 if let Some(guest) = guest {
                     tokio::spawn(guest);

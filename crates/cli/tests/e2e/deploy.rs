@@ -205,13 +205,18 @@ fn javascript_and_python_components_deploy_and_run() {
             std::env::var_os("RUNWAY_REQUIRE_POLYGLOT").is_none(),
             "RUNWAY_REQUIRE_POLYGLOT is set but examples/polyglot/build.sh has not produced the components"
         );
-        eprintln!("skipping: run examples/polyglot/build.sh (needs node and python3) to test JavaScript and Python components");
+        eprintln!(
+            "skipping: run examples/polyglot/build.sh (needs node and python3) to test JavaScript and Python components"
+        );
         return;
     }
     let dir = tempdir();
     let node = TestNode::start(dir.path(), &[]);
     node.deploy(&examples().join("polyglot/hello-js"));
     node.deploy(&examples().join("polyglot/hello-py"));
-    assert_eq!(node.get("/hello-js").text().unwrap(), "Hello from JavaScript!");
+    assert_eq!(
+        node.get("/hello-js").text().unwrap(),
+        "Hello from JavaScript!"
+    );
     assert_eq!(node.get("/hello-py").text().unwrap(), "Hello from Python!");
 }

@@ -249,7 +249,11 @@ fn logs_follow_prints_lines_written_after_it_started() {
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    let response = node.request(reqwest::Method::POST, "/echo/followed").body("x").send().unwrap();
+    let response = node
+        .request(reqwest::Method::POST, "/echo/followed")
+        .body("x")
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
@@ -261,6 +265,14 @@ fn logs_follow_prints_lines_written_after_it_started() {
     }
     _ = follow.kill();
     _ = follow.wait();
-    assert!(seen.iter().any(|l| l.contains("stdout") && l.contains("echo: POST /echo/followed 1 bytes")), "{seen:?}");
-    assert!(seen.last().is_some_and(|l| l.contains("platform") && l.contains("REPORT RequestId")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("stdout") && l.contains("echo: POST /echo/followed 1 bytes")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("platform") && l.contains("REPORT RequestId")),
+        "{seen:?}"
+    );
 }

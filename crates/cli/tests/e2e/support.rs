@@ -172,15 +172,12 @@ impl TestNode {
         let mut gateway = None;
         let mut admin = None;
         while gateway.is_none() || admin.is_none() {
-            let line = match lines_rx.recv_timeout(Duration::from_secs(120)) {
-                Ok(line) => line,
-                Err(_) => {
-                    _ = child.kill();
-                    panic!(
-                        "runway serve did not report its addresses; output:\n{}",
-                        output.lock().unwrap()
-                    );
-                }
+            let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(120)) else {
+                _ = child.kill();
+                panic!(
+                    "runway serve did not report its addresses; output:\n{}",
+                    output.lock().unwrap()
+                );
             };
             if let Some(addr) = line.strip_prefix("runway: gateway listening on ") {
                 gateway = Some(addr.to_owned());
