@@ -34,6 +34,9 @@ struct Args {
     /// Skip the deploy-to-first-response measurement.
     #[arg(long)]
     skip_deploy: bool,
+    /// Skip the noisy-neighbour measurement (hello latency while hot loops run).
+    #[arg(long)]
+    skip_neighbour: bool,
     /// Extra components to time from deploy to first response, as NAME=PATH (e.g. a JS component).
     #[arg(long, value_delimiter = ',')]
     extra: Vec<String>,
@@ -87,34 +90,8 @@ fn main() -> anyhow::Result<()> {
                     (child, format!("http://127.0.0.1:{port}/hello"))
                 }
                 "runway" => {
-                    let admin = free_port()?;
-                    let child = Command::new(&runway)
-                        .args([
-                            "serve",
-                            "--listen",
-                            &format!("127.0.0.1:{port}"),
-                            "--admin-listen",
-                            &format!("127.0.0.1:{admin}"),
-                            "--data-dir",
-                        ])
-                        .arg(data.path())
-                        .env("RUNWAY_LOG", "warn")
-                        .stdout(Stdio::null())
-                        .spawn()?;
-                    wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
-                    let status = Command::new(&runway)
-                        .args([
-                            "deploy",
-                            "--no-build",
-                            "--server",
-                            &format!("http://127.0.0.1:{admin}"),
-                        ])
-                        .arg(root.join("examples/hello"))
-                        .stdout(Stdio::null())
-                        .status()?;
-                    if !status.success() {
-                        bail!("deploying hello to Runway failed");
-                    }
+                    let (child, port) =
+                        start_runway(&runway, data.path(), &[root.join("examples/hello")])?;
                     (child, format!("http://127.0.0.1:{port}/hello"))
                 }
                 tuned => {
@@ -165,9 +142,97 @@ fn main() -> anyhow::Result<()> {
             "\nRunway per-request instantiation (store + instance), from {count} invocation records: p50 {p50} µs, p99 {p99} µs (goal: p50 ≤ 20 µs)"
         );
     }
+    if !args.skip_neighbour {
+        neighbour(&root, &runway, args.duration)?;
+    }
     if !args.skip_deploy {
         deploy_times(&root, &runway, &args.extra)?;
     }
+    Ok(())
+}
+
+/// Starts a Runway node on free ports with the given example folders deployed.
+fn start_runway(runway: &Path, data: &Path, manifests: &[PathBuf]) -> anyhow::Result<(Child, u16)> {
+    let (port, admin) = (free_port()?, free_port()?);
+    let child = Command::new(runway)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("RUNWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
+    for manifest in manifests {
+        let status = Command::new(runway)
+            .args([
+                "deploy",
+                "--no-build",
+                "--server",
+                &format!("http://127.0.0.1:{admin}"),
+            ])
+            .arg(manifest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("deploying {} failed", manifest.display());
+        }
+    }
+    Ok((child, port))
+}
+
+/// Hello's latency at 16 connections, alone and while two hot loops (`forever`, 1 s
+/// timeout, re-sent as soon as they time out) occupy the node: the cost of a runaway
+/// neighbour under epoch interruption with async yields.
+fn neighbour(root: &Path, runway: &Path, seconds: u64) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let examples = root.join("examples");
+    let (mut child, port) = start_runway(
+        runway,
+        data.path(),
+        &[examples.join("hello"), examples.join("forever")],
+    )?;
+    let hello = format!("http://127.0.0.1:{port}/hello");
+    wrk(&hello, 16, 3)?;
+    let quiet = wrk(&hello, 16, seconds)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            let url = format!("http://127.0.0.1:{port}/forever");
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    _ = Command::new("curl")
+                        .args(["-s", "-o", "/dev/null", &url])
+                        .status();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let noisy = wrk(&hello, 16, seconds)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in loops {
+        _ = handle.join();
+    }
+    child.kill().ok();
+    child.wait().ok();
+    println!("\n| hello at c=16 | req/s | p50 µs | p99 µs |");
+    println!("|---|---|---|---|");
+    println!(
+        "| alone | {:.0} | {:.0} | {:.0} |",
+        quiet.rps, quiet.p50_us, quiet.p99_us
+    );
+    println!(
+        "| beside 2 hot loops | {:.0} | {:.0} | {:.0} |",
+        noisy.rps, noisy.p50_us, noisy.p99_us
+    );
     Ok(())
 }
 

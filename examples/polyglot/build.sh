@@ -12,8 +12,14 @@ cd "$(dirname "$0")"
 mkdir -p build && cd build
 REG=$(ls -d ~/.cargo/registry/src/*/wasmtime-wasi-http-48.0.8/wit/deps 2>/dev/null | head -1)
 if [ -z "$REG" ]; then
-  echo "wasmtime-wasi-http 48.0.8 sources are not in ~/.cargo/registry: run 'cargo build' first" >&2
-  exit 1
+  # `cargo fetch` leaves the crate packed; unpack just its WIT files.
+  crate=$(ls ~/.cargo/registry/cache/*/wasmtime-wasi-http-48.0.8.crate 2>/dev/null | head -1)
+  if [ -z "$crate" ]; then
+    echo "wasmtime-wasi-http 48.0.8 is not in ~/.cargo/registry: run 'cargo fetch' in the repository first" >&2
+    exit 1
+  fi
+  mkdir -p crate && tar -xzf "$crate" -C crate wasmtime-wasi-http-48.0.8/wit
+  REG=$PWD/crate/wasmtime-wasi-http-48.0.8/wit/deps
 fi
 
 mkdir -p js

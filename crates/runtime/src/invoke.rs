@@ -143,7 +143,12 @@ impl Runtime {
                     } else {
                         // Yield to the executor every tick so a busy guest never holds a
                         // worker thread away from other requests for more than ~1 ms.
-                        Ok(UpdateDeadline::Yield(1))
+                        // tokio's `yield_now` (unlike a bare self-wake) lets the worker poll
+                        // for I/O first, so other connections are served while guests spin.
+                        Ok(UpdateDeadline::YieldCustom(
+                            1,
+                            Box::pin(tokio::task::yield_now()),
+                        ))
                     }
                 });
                 let mut instantiate = Duration::ZERO;
