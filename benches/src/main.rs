@@ -151,8 +151,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a Runway node on free ports with the given example folders deployed.
-fn start_runway(runway: &Path, data: &Path, manifests: &[PathBuf]) -> anyhow::Result<(Child, u16)> {
+/// Starts `runway serve` on free ports; returns the process, gateway port and admin URL.
+fn spawn_node(runway: &Path, data: &Path) -> anyhow::Result<(Child, u16, String)> {
     let (port, admin) = (free_port()?, free_port()?);
     let child = Command::new(runway)
         .args([
@@ -164,23 +164,31 @@ fn start_runway(runway: &Path, data: &Path, manifests: &[PathBuf]) -> anyhow::Re
             "--data-dir",
         ])
         .arg(data)
-        .env("RUNWAY_LOG", "warn")
+        // Default logging: every invocation's REPORT line is written, as in production.
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()?;
-    wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
+    let admin = format!("http://127.0.0.1:{admin}");
+    wait_for(&format!("{admin}/v1/health"))?;
+    Ok((child, port, admin))
+}
+
+/// Deploys a manifest folder with the CLI, without running its build.
+fn deploy(runway: &Path, admin: &str, manifest: &Path) -> anyhow::Result<bool> {
+    Ok(Command::new(runway)
+        .args(["deploy", "--no-build", "--server", admin])
+        .arg(manifest)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success())
+}
+
+/// Starts a Runway node on free ports with the given example folders deployed.
+fn start_runway(runway: &Path, data: &Path, manifests: &[PathBuf]) -> anyhow::Result<(Child, u16)> {
+    let (child, port, admin) = spawn_node(runway, data)?;
     for manifest in manifests {
-        let status = Command::new(runway)
-            .args([
-                "deploy",
-                "--no-build",
-                "--server",
-                &format!("http://127.0.0.1:{admin}"),
-            ])
-            .arg(manifest)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
+        if !deploy(runway, &admin, manifest)? {
             bail!("deploying {} failed", manifest.display());
         }
     }
@@ -494,36 +502,11 @@ fn deploy_times(root: &Path, runway: &Path, extra: &[String]) -> anyhow::Result<
     }
     for (name, manifest, route) in cases {
         let data = tempfile::tempdir()?;
-        let (port, admin) = (free_port()?, free_port()?);
-        let mut child = Command::new(runway)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{admin}"),
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .env("RUNWAY_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
-        wait_for(&format!("http://127.0.0.1:{admin}/v1/health"))?;
+        let (mut child, port, admin) = spawn_node(runway, data.path())?;
         let component = std::fs::read_to_string(manifest.join("runway.toml"))?;
         let size = component_size(&manifest, &component);
         let started = Instant::now();
-        let status = Command::new(runway)
-            .args([
-                "deploy",
-                "--no-build",
-                "--server",
-                &format!("http://127.0.0.1:{admin}"),
-            ])
-            .arg(&manifest)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
+        if !deploy(runway, &admin, &manifest)? {
             println!("| {name} | {size} | deploy failed |");
         } else {
             wait_for(&format!("http://127.0.0.1:{port}{route}"))?;
