@@ -147,6 +147,7 @@ fn invalid_artifacts_are_refused_and_nothing_is_stored() {
 
 #[test]
 fn an_artifact_over_the_size_limit_is_refused() {
+    build_examples();
     let dir = tempdir();
     let node = TestNode::start(&dir.path().join("data"), &["--max-artifact-size", "16KiB"]);
     let out = node.cli(&[
