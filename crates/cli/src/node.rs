@@ -201,7 +201,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             Ok(routes) => {
                 println!("runway: ready. Try:");
                 for (name, path) in routes {
-                    println!("  {name:<8} curl http://{gateway}{path}");
+                    println!("  {name:<10} curl http://{gateway}{path}");
                 }
                 println!(
                     "  runway ls --server http://{}   (Ctrl-C stops the node)",

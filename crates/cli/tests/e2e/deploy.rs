@@ -220,3 +220,31 @@ fn javascript_and_python_components_deploy_and_run() {
     );
     assert_eq!(node.get("/hello-py").text().unwrap(), "Hello from Python!");
 }
+
+#[test]
+fn the_most_specific_route_wins_exact_then_longest_prefix() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    let app = dir.path().join("app");
+    let text = [
+        function_toml("exact", "hello", "/api/hello", ""),
+        function_toml("api", "echo", "/api/...", ""),
+        function_toml("everything", "probe", "/...", ""),
+    ]
+    .join("\n");
+    manifest(&app, &text);
+    node.deploy(&app);
+    assert_eq!(node.get("/api/hello").text().unwrap(), "Hello, World!\n");
+    let api = node.get("/api/orders/7");
+    assert_eq!(api.headers()["x-echo-path"], "/api/orders/7");
+    assert_eq!(
+        node.get("/api").headers()["x-echo-path"],
+        "/api",
+        "a prefix matches its base path"
+    );
+    assert!(
+        node.get("/apix").text().unwrap().starts_with("env:"),
+        "/apix is not under /api"
+    );
+    assert!(node.get("/").text().unwrap().starts_with("env:"));
+}
