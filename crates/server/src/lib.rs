@@ -144,6 +144,21 @@ impl RequestIds {
     }
 }
 
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    flag: &'static str,
+) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what,
+            addr,
+            flag,
+            source,
+        })
+}
+
 /// A running node.
 pub struct Node {
     gateway_addr: SocketAddr,
@@ -195,22 +210,8 @@ impl Node {
                 tracing::info!(target: "runway::report", function = %record.function, "{}", record.report_line());
             })
         };
-        let gateway = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Bind {
-                what: "gateway",
-                addr: config.listen,
-                flag: "--listen",
-                source,
-            })?;
-        let admin = TcpListener::bind(config.admin_listen)
-            .await
-            .map_err(|source| NodeError::Bind {
-                what: "admin API",
-                addr: config.admin_listen,
-                flag: "--admin-listen",
-                source,
-            })?;
+        let gateway = bind(config.listen, "gateway", "--listen").await?;
+        let admin = bind(config.admin_listen, "admin API", "--admin-listen").await?;
         let gateway_addr = gateway.local_addr().expect("bound socket has an address");
         let admin_addr = admin.local_addr().expect("bound socket has an address");
         let shared = Arc::new(Shared {
