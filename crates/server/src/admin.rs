@@ -221,13 +221,18 @@ async fn deploy_functions(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<DeployRequest>, JsonRejection>,
 ) -> Result<Json<DeployResponse>, ApiError> {
-    let Json(request) = request.map_err(|rejection| {
+    let request = json_body(request, "deploy")?;
+    Ok(Json(deploy::deploy(shared, request).await?))
+}
+
+/// The request's JSON body, or a 422 that says which request was malformed and how.
+fn json_body<T>(request: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ApiError> {
+    request.map(|Json(body)| body).map_err(|rejection| {
         ApiError::unprocessable(
             "invalid_request",
-            format!("the deploy request is not valid: {}", rejection.body_text()),
+            format!("the {what} request is not valid: {}", rejection.body_text()),
         )
-    })?;
-    Ok(Json(deploy::deploy(shared, request).await?))
+    })
 }
 
 fn routes_of(config: &runway_manifest::FunctionConfig) -> Vec<String> {
@@ -341,12 +346,7 @@ async fn invoke_function(
     Path(name): Path<String>,
     request: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let Json(request) = request.map_err(|rejection| {
-        ApiError::unprocessable(
-            "invalid_request",
-            format!("the invoke request is not valid: {}", rejection.body_text()),
-        )
-    })?;
+    let request = json_body(request, "invoke")?;
     let live = live_function(&shared, &name)?;
     let path = request.path.clone().unwrap_or_else(|| {
         live.release
@@ -435,13 +435,7 @@ async fn read_logs(
     Path(name): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Json<LogsResponse>, ApiError> {
-    let known = shared.routes.load().functions.contains_key(&name);
-    if !known {
-        return Err(ApiError::not_found(
-            "no_such_function",
-            format!("no function named `{name}` is deployed"),
-        ));
-    }
+    live_function(&shared, &name)?;
     let entries = blocking(move || {
         Ok(shared.store.logs(
             &shared.environment,
