@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use route::{Method, Route, RouteConflict, RouteKind};
+pub use runway_policy::{Policy, PolicyMode};
 pub use units::{ByteSize, HumanDuration};
 
 /// The file name `runway deploy` looks for in a folder.
@@ -146,6 +147,19 @@ pub struct FunctionConfig {
     /// HTTP routes that invoke the function.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpTrigger>,
+    /// Configuration values the function reads through `wasi:config` (not secret).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// What the function may do beyond answering HTTP; nothing unless listed.
+    #[serde(default, skip_serializing_if = "Policy::is_empty")]
+    pub policy: Policy,
+    /// Enforce the policy (the default) or only audit calls beyond it.
+    #[serde(default, skip_serializing_if = "is_enforce")]
+    pub policy_mode: PolicyMode,
+}
+
+fn is_enforce(mode: &PolicyMode) -> bool {
+    *mode == PolicyMode::Enforce
 }
 
 impl FunctionConfig {
@@ -185,6 +199,19 @@ impl FunctionConfig {
                 ));
             }
         }
+        for key in self.config.keys() {
+            if key.is_empty() || key.len() > 256 {
+                problems.push(format!(
+                    "function `{name}`: config key `{key}` must be 1 to 256 characters"
+                ));
+            }
+            if self.policy.allows_secret(key) {
+                problems.push(format!(
+                    "function `{name}`: config key `{key}` is also a granted secret; a function \
+                     reads both through wasi:config, so rename one of them"
+                ));
+            }
+        }
         problems
     }
 }
@@ -205,6 +232,12 @@ struct RawFunction {
     env: BTreeMap<String, String>,
     #[serde(default)]
     trigger: Vec<Trigger>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    policy: Policy,
+    #[serde(default)]
+    policy_mode: PolicyMode,
 }
 
 fn default_memory() -> ByteSize {
@@ -286,6 +319,9 @@ impl Manifest {
                     timeout: f.timeout,
                     env: f.env,
                     http: f.trigger.into_iter().map(|t| t.http).collect(),
+                    config: f.config,
+                    policy: f.policy,
+                    policy_mode: f.policy_mode,
                 },
             })
             .collect();

@@ -452,6 +452,9 @@ mod tests {
             timeout: HumanDuration::from_millis(1000),
             env: Default::default(),
             http: Vec::new(),
+            config: Default::default(),
+            policy: Default::default(),
+            policy_mode: Default::default(),
         }
     }
 
