@@ -117,11 +117,11 @@ impl SqlGrant {
             ));
         }
         let table = table.to_ascii_lowercase();
-        if table.starts_with("sqlite_") {
+        if table.starts_with("sqlite_") || table.starts_with("pragma_") {
             return Err(malformed(
                 "sql",
                 grant,
-                "SQLite's internal tables (sqlite_*) are never granted to functions",
+                "SQLite's internal tables (sqlite_*, pragma_*) are never granted to functions",
             ));
         }
         Ok(SqlGrant { operation, table })
