@@ -22,6 +22,9 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Keys returned per `list-keys` page.
 pub const LIST_PAGE: usize = 1000;
 
+/// A key and its value.
+pub type KeyValue = (String, Vec<u8>);
+
 /// Why a key-value operation did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -203,7 +206,7 @@ impl FunctionKv {
     }
 
     /// Values of several keys; every key is checked before any is read.
-    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<(String, Vec<u8>)>>, KvError> {
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, KvError> {
         for key in keys {
             self.check(KvAccess::Read, key)?;
         }
