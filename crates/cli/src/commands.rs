@@ -67,6 +67,18 @@ pub fn print_deploy(response: &DeployResponse) {
             release.digest.short(),
             routes.join(" "),
         );
+        if release.config.policy_mode == runway_policy::PolicyMode::Audit {
+            println!(
+                "  policy_mode = audit: calls beyond the policy are let through and recorded \
+                 (see `runway policy suggest {}`)",
+                release.config.name
+            );
+        }
+        if let Some(vetting) = &release.vetting {
+            for (import, needs) in vetting.not_granted() {
+                println!("  not granted, calls refused and audited: {import} (allow with {needs})");
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod node;
+mod policy_cmds;
 mod table;
 
 use std::process::ExitCode;
@@ -41,6 +42,19 @@ enum Command {
     Cost(commands::CostArgs),
     /// List a function's releases.
     Releases(commands::ReleasesArgs),
+    /// Print a component's imports and exports and the least policy it needs (no node).
+    Inspect(policy_cmds::InspectArgs),
+    /// Show policy denials (and audit-mode would-be denials).
+    Audit(policy_cmds::AuditArgs),
+    /// Manage secrets: values from stdin, encrypted at rest, never printed.
+    #[command(subcommand)]
+    Secret(policy_cmds::SecretCommand),
+    /// The environment's SQL database, as its operator.
+    #[command(subcommand)]
+    Sql(policy_cmds::SqlCommand),
+    /// Least-privilege policies.
+    #[command(subcommand)]
+    Policy(policy_cmds::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +68,11 @@ fn main() -> ExitCode {
         Command::Logs(args) => commands::logs(args),
         Command::Cost(args) => commands::cost(args),
         Command::Releases(args) => commands::releases(args),
+        Command::Inspect(args) => policy_cmds::inspect(args),
+        Command::Audit(args) => policy_cmds::audit(args),
+        Command::Secret(command) => policy_cmds::secret(command),
+        Command::Sql(command) => policy_cmds::sql(command),
+        Command::Policy(command) => policy_cmds::policy(command),
     };
     match result {
         Ok(code) => code,

@@ -43,6 +43,18 @@ pub struct ServeArgs {
     /// Instances that may run at once across all functions.
     #[arg(long, env = "RUNWAY_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
+    /// Refuse deploys whose component imports a capability its policy does not grant.
+    #[arg(long, env = "RUNWAY_STRICT_VETTING")]
+    pub strict_vetting: bool,
+    /// This node serves production: refuse functions in policy audit mode.
+    #[arg(long, env = "RUNWAY_PRODUCTION")]
+    pub production: bool,
+    /// Key that seals secrets at rest (created if missing) [default: DATA_DIR/secrets.key].
+    #[arg(long, env = "RUNWAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Fixed DNS answer for functions' outbound requests, HOST=IP (repeatable).
+    #[arg(long = "outbound-resolve", env = "RUNWAY_OUTBOUND_RESOLVE", value_delimiter = ',')]
+    pub outbound_resolve: Vec<String>,
 }
 
 impl ServeArgs {
@@ -58,6 +70,10 @@ impl ServeArgs {
         config.runtime.max_artifact_bytes = self.max_artifact_size.bytes();
         config.runtime.memory_keep_resident = self.memory_keep_resident.bytes();
         config.runtime.max_instances = self.max_instances;
+        config.strict_vetting = self.strict_vetting;
+        config.production = self.production;
+        config.secret_key_file = self.secret_key_file.clone();
+        config.outbound_resolve = self.outbound_resolve.clone();
         config
     }
 }

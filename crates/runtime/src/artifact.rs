@@ -79,6 +79,18 @@ pub struct CompiledArtifact {
     pub load_time: Duration,
 }
 
+impl CompiledArtifact {
+    /// The component's imports (`wasi:keyvalue/store@0.2.0-draft`, ...), for vetting.
+    pub fn imports(&self) -> Vec<String> {
+        let engine = self.component.engine();
+        self.component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+}
+
 /// A release's component linked and type-checked once, ready to instantiate per request.
 pub struct Prepared {
     pub(crate) pre: ProxyPre<InstanceState>,
@@ -182,6 +194,52 @@ impl Runtime {
             .map_err(|err| ArtifactError::Unlinkable(format!("{err:#}")))?;
         Ok(Prepared { pre })
     }
+}
+
+/// A component's top-level imports and exports, as interface names with versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentInterfaces {
+    /// What it imports, e.g. `wasi:keyvalue/store@0.2.0-draft`.
+    pub imports: Vec<String>,
+    /// What it exports, e.g. `wasi:http/incoming-handler@0.2.3`.
+    pub exports: Vec<String>,
+}
+
+/// Reads a component's imports and exports without compiling it.
+pub fn component_interfaces(bytes: &[u8]) -> Result<ComponentInterfaces, ArtifactError> {
+    use wasmparser::{Parser, Payload};
+    if !Parser::is_component(bytes) {
+        return Err(if Parser::is_core_wasm(bytes) {
+            ArtifactError::CoreModule
+        } else {
+            ArtifactError::NotWasm
+        });
+    }
+    let mut interfaces = ComponentInterfaces::default();
+    // Nested modules and components have imports of their own; only depth 0 is the
+    // component's interface with the host.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|err| ArtifactError::Compile(err.to_string()))?;
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(|err| ArtifactError::Compile(err.to_string()))?;
+                    interfaces.imports.push(import.name.0.to_owned());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    let export = export.map_err(|err| ArtifactError::Compile(err.to_string()))?;
+                    interfaces.exports.push(export.name.0.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(interfaces)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -15,6 +15,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use runway_cap_config::ConfigHost;
+use runway_cap_kv::KvHost;
+use runway_cap_outbound::OutboundHooks;
+use runway_cap_sql::SqlHost;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 pub use runway_meter::InvocationStatus as Status;
@@ -23,7 +27,7 @@ use crate::Runtime;
 use crate::artifact::Prepared;
 use crate::limits::MemoryLimiter;
 use crate::output::CapturedOutput;
-use crate::state::{DenyOutbound, InstanceState};
+use crate::state::InstanceState;
 
 /// The body of a function's response, streamed from the guest as it writes.
 pub type ResponseBody = HyperOutgoingBody;
@@ -37,6 +41,33 @@ pub struct Limits {
     pub timeout: Duration,
     /// The only environment variables the guest sees.
     pub env: Arc<[(String, String)]>,
+    /// What the release's policy lets it reach beyond HTTP.
+    pub capabilities: Arc<Capabilities>,
+}
+
+/// A release's host capabilities, each already bound to the release's policy guard. A
+/// missing capability refuses every call with a clear error.
+#[derive(Clone, Default)]
+pub struct Capabilities {
+    /// `runway:platform/sql` on the environment's database.
+    pub sql: Option<Arc<runway_cap_sql::FunctionSql>>,
+    /// `wasi:keyvalue` on the environment's store.
+    pub kv: Option<Arc<runway_cap_kv::FunctionKv>>,
+    /// `wasi:config`: the function's configuration and granted secrets.
+    pub config: Option<Arc<runway_cap_config::FunctionConfigAccess>>,
+    /// `wasi:http/outgoing-handler` to granted origins.
+    pub outbound: Option<Arc<runway_cap_outbound::FunctionOutbound>>,
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capabilities")
+            .field("sql", &self.sql.is_some())
+            .field("kv", &self.kv.is_some())
+            .field("config", &self.config.is_some())
+            .field("outbound", &self.outbound.is_some())
+            .finish()
+    }
 }
 
 /// Everything measured about one invocation, returned exactly once per call.
@@ -127,12 +158,16 @@ impl Runtime {
                 for (key, value) in limits.env.iter() {
                     wasi.env(key, value);
                 }
+                let capabilities = &limits.capabilities;
                 let state = InstanceState {
                     wasi: wasi.build(),
                     http: WasiHttpCtx::new(),
                     table: ResourceTable::new(),
                     limiter: MemoryLimiter::new(limits.memory_bytes),
-                    hooks: DenyOutbound,
+                    hooks: OutboundHooks::new(capabilities.outbound.clone()),
+                    sql: SqlHost::new(capabilities.sql.clone(), deadline),
+                    kv: KvHost::new(capabilities.kv.clone()),
+                    config: ConfigHost::new(capabilities.config.clone()),
                 };
                 let mut store = Store::new(prepared.pre.engine(), state);
                 store.limiter(|state| &mut state.limiter);
@@ -208,8 +243,13 @@ impl Runtime {
                     code => code,
                 };
                 let max_memory_bytes = limiter.peak();
-                let (stdout, dropped_out) = stdout.take();
-                let (stderr, dropped_err) = stderr.take();
+                let (mut stdout, dropped_out) = stdout.take();
+                let (mut stderr, dropped_err) = stderr.take();
+                let revealed = store.data().config.revealed();
+                if !revealed.is_empty() {
+                    runway_cap_config::redact(&mut stdout, revealed);
+                    runway_cap_config::redact(&mut stderr, revealed);
+                }
                 on_done(Outcome {
                     started_at,
                     duration,

@@ -22,7 +22,8 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use artifact::{ArtifactError, CompiledArtifact, LoadedFrom, Prepared};
-pub use invoke::{FailedInvocation, Limits, Outcome, ResponseBody, Status};
+pub use artifact::{ComponentInterfaces, component_interfaces};
+pub use invoke::{Capabilities, FailedInvocation, Limits, Outcome, ResponseBody, Status};
 use state::InstanceState;
 /// The error a request body may fail with while the guest reads it.
 pub use wasmtime_wasi_http::Error as BodyError;

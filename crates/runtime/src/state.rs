@@ -3,21 +3,26 @@
 use wasmtime::Engine;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use runway_cap_config::ConfigHost;
+use runway_cap_kv::{KvHost, KvView};
+use runway_cap_outbound::OutboundHooks;
+use runway_cap_sql::SqlHost;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::MemoryLimiter;
 
 /// Per-request state: WASI contexts that grant nothing beyond what the release configures,
-/// the resource table and the memory limiter.
+/// the resource table, the memory limiter, and the release's capabilities (each checked
+/// against its policy on every call).
 pub(crate) struct InstanceState {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    pub(crate) hooks: DenyOutbound,
+    pub(crate) hooks: OutboundHooks,
+    pub(crate) sql: SqlHost,
+    pub(crate) kv: KvHost,
+    pub(crate) config: ConfigHost,
 }
 
 impl WasiView for InstanceState {
@@ -39,32 +44,8 @@ impl WasiHttpView for InstanceState {
     }
 }
 
-/// Outbound HTTP is linked so that components importing it (most SDKs do) deploy, but no
-/// grant exists yet, so every outgoing request is refused with `HTTP-request-denied`.
-pub(crate) struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                    ),
-                    HttpError,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
-    }
-}
-
-/// Links all of WASI 0.2 (cli, clocks, filesystem, io, random, sockets) and wasi:http.
+/// Links all of WASI 0.2 (cli, clocks, filesystem, io, random, sockets), wasi:http, and
+/// the capabilities a policy can grant: `runway:platform/sql`, `wasi:keyvalue`, `wasi:config`.
 ///
 /// Toolchains import more than the proxy world (Rust's std imports `wasi:cli/environment`,
 /// componentize-js imports sockets and filesystem). Linking them keeps those components
@@ -75,5 +56,11 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<InstanceState>>
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    runway_cap_sql::add_to_linker(&mut linker, |state: &mut InstanceState| &mut state.sql)?;
+    runway_cap_kv::add_to_linker(&mut linker, |state: &mut InstanceState| KvView {
+        host: &state.kv,
+        table: &mut state.table,
+    })?;
+    runway_cap_config::add_to_linker(&mut linker, |state: &mut InstanceState| &mut state.config)?;
     Ok(linker)
 }

@@ -13,11 +13,13 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use runway_manifest::{ByteSize, HumanDuration};
+use runway_policy::{Policy, PolicyMode, VettingReport};
 use runway_meter::{InvocationRecord, PicoUsd};
 use runway_store::{Digest, LogEntry, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
+use crate::policy_api;
 use crate::deploy::{self, DeployRequest, DeployResponse};
 use crate::error::ApiError;
 use crate::live::LiveFunction;
@@ -66,6 +68,12 @@ pub struct ReleaseInfo {
     pub created_at_ms: i64,
     /// Whether the function serves this release now.
     pub current: bool,
+    /// The release's policy.
+    pub policy: Policy,
+    /// Enforce or audit.
+    pub policy_mode: PolicyMode,
+    /// The deploy-time vetting report (releases made before vetting existed have none).
+    pub vetting: Option<VettingReport>,
 }
 
 /// A request sent through `runway invoke`.
@@ -143,6 +151,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/functions/{name}/invoke", post(invoke_function))
         .route("/v1/functions/{name}/logs", get(read_logs))
         .route("/v1/cost", get(cost))
+        .route("/v1/audit", get(policy_api::read_audit))
+        .route("/v1/secrets", get(policy_api::list_secrets))
+        .route("/v1/secrets/{name}", put(policy_api::set_secret))
+        .route("/v1/sql/apply", post(policy_api::sql_apply))
+        .route("/v1/sql/query", post(policy_api::sql_query))
+        .route(
+            "/v1/functions/{name}/policy/suggest",
+            get(policy_api::suggest_policy),
+        )
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
@@ -286,7 +303,7 @@ async fn list_functions(
     Ok(Json(list))
 }
 
-fn live_function(shared: &Shared, name: &str) -> Result<Arc<LiveFunction>, ApiError> {
+pub(crate) fn live_function(shared: &Shared, name: &str) -> Result<Arc<LiveFunction>, ApiError> {
     shared.routes.load().functions.get(name).cloned().ok_or_else(|| {
         ApiError::not_found(
             "no_such_function",
@@ -336,6 +353,9 @@ async fn list_releases(
                 timeout: r.config.timeout,
                 created_at_ms: r.created_at_ms,
                 current: current == Some(r.number),
+                policy: r.config.policy,
+                policy_mode: r.config.policy_mode,
+                vetting: r.vetting,
             })
             .collect(),
     ))
@@ -508,7 +528,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (headers, shared.metrics.encode())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)

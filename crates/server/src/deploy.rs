@@ -8,7 +8,10 @@ use runway_runtime::{ArtifactError, CompiledArtifact, LoadedFrom, Runtime};
 use runway_store::{ControlStore, DeployResult, Digest, NewRelease, Release};
 use serde::{Deserialize, Serialize};
 
+use runway_policy::{PolicyMode, VettingReport, vet};
+
 use crate::Shared;
+use crate::capabilities::PlatformCapabilities;
 use crate::error::ApiError;
 use crate::live::{LiveFunction, RouteTable};
 use crate::metrics::Metrics;
@@ -136,6 +139,8 @@ pub(crate) async fn deploy(
     let worker = shared.clone();
     let (results, prepared) = tokio::task::spawn_blocking(move || {
         let mut prepared = BTreeMap::new();
+        let mut vetting = BTreeMap::new();
+        let mut refusals = Vec::new();
         for function in &request.functions {
             let digest = &function.digest;
             if !worker.store.has_artifact(digest)? {
@@ -147,22 +152,47 @@ pub(crate) async fn deploy(
                     ),
                 ));
             }
-            let (_, ready) = ready(&worker.runtime, &worker.metrics, digest, || {
+            let (compiled, ready) = ready(&worker.runtime, &worker.metrics, digest, || {
                 worker
                     .store
                     .read_artifact(digest)?
                     .ok_or_else(|| ApiError::internal(format!("artifact {digest} vanished from the store")))
             })
             .map_err(|err| err.for_function(function.config.name.as_str()))?;
+            let report = vet(&compiled.imports(), &function.config.policy);
+            refusals.extend(vetting_refusals(&worker, &function.config, &report));
             prepared.insert(function.config.name.to_string(), ready);
+            vetting.insert(function.config.name.to_string(), report);
         }
+        if !refusals.is_empty() {
+            return Err(ApiError::unprocessable("vetting_failed", refusals.join("\n")));
+        }
+        // Open the environment's data before anything changes, so a failure leaves no release.
+        worker
+            .capabilities
+            .sql_database(&env)
+            .map_err(|err| ApiError::internal(err.to_string()))?;
         let releases: Vec<NewRelease> = request
             .functions
             .iter()
-            .map(|f| NewRelease { digest: f.digest.clone(), config: f.config.clone() })
+            .map(|f| NewRelease {
+                digest: f.digest.clone(),
+                config: f.config.clone(),
+                vetting: vetting.remove(f.config.name.as_str()),
+            })
             .collect();
         let results = worker.store.deploy(&env, &releases)?;
-        Ok::<_, ApiError>((results, prepared))
+        let mut ready_functions = BTreeMap::new();
+        for result in &results {
+            let name = result.release.config.name.to_string();
+            let capabilities = worker
+                .capabilities
+                .for_release(&result.release)
+                .map_err(|err| ApiError::internal(err.to_string()))?;
+            let ready = prepared.remove(&name).expect("prepared above");
+            ready_functions.insert(name, (ready, capabilities));
+        }
+        Ok::<_, ApiError>((results, ready_functions))
     })
     .await
     .map_err(|err| ApiError::internal(format!("deploy task failed: {err}")))??;
@@ -176,12 +206,13 @@ pub(crate) async fn deploy(
         if unchanged {
             continue;
         }
-        let ready = prepared.remove(&name).expect("prepared above");
+        let (ready, capabilities) = prepared.remove(&name).expect("prepared above");
         functions.insert(
             name,
             Arc::new(LiveFunction::new(
                 result.release.clone(),
                 ready,
+                capabilities,
                 &shared.metrics,
             )),
         );
@@ -192,11 +223,34 @@ pub(crate) async fn deploy(
     Ok(DeployResponse { functions: results })
 }
 
+/// Why a function's deploy is refused by vetting: imports beyond its policy (with strict
+/// vetting on) and audit mode on a production node.
+fn vetting_refusals(shared: &Shared, config: &FunctionConfig, report: &VettingReport) -> Vec<String> {
+    let name = &config.name;
+    let mut refusals = Vec::new();
+    if shared.production && config.policy_mode == PolicyMode::Audit {
+        refusals.push(format!(
+            "function `{name}`: policy_mode = \"audit\" lets calls beyond the policy through, \
+             and this node serves production; remove policy_mode (the default enforces the policy)"
+        ));
+    }
+    if shared.strict_vetting {
+        for (import, needs) in report.not_granted() {
+            refusals.push(format!(
+                "function `{name}`: imports `{import}` but its policy grants nothing for it \
+                 (strict vetting is on); add {needs} to [function.policy], or remove the import"
+            ));
+        }
+    }
+    refusals
+}
+
 /// Loads what an environment served before a restart, from the cache where possible.
 pub(crate) fn restore(
     store: &dyn ControlStore,
     runtime: &Runtime,
     metrics: &Metrics,
+    capabilities: &PlatformCapabilities,
     environment: &str,
 ) -> Result<(RouteTable, RestoreSummary), crate::NodeError> {
     let mut summary = RestoreSummary::default();
@@ -209,15 +263,21 @@ pub(crate) fn restore(
                 ApiError::internal(format!("artifact {digest} is missing from the store"))
             })
         });
+        let loaded = loaded.and_then(|ready| {
+            let capabilities = capabilities
+                .for_release(&release)
+                .map_err(|err| ApiError::internal(err.to_string()))?;
+            Ok((ready, capabilities))
+        });
         match loaded {
-            Ok((compiled, prepared)) => {
+            Ok(((compiled, prepared), capabilities)) => {
                 match compiled.loaded_from {
                     LoadedFrom::Cache => summary.from_cache += 1,
                     LoadedFrom::Compiled => summary.compiled += 1,
                 }
                 functions.insert(
                     name,
-                    Arc::new(LiveFunction::new(release, prepared, metrics)),
+                    Arc::new(LiveFunction::new(release, prepared, capabilities, metrics)),
                 );
             }
             Err(err) => {

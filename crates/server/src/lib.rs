@@ -7,11 +7,13 @@
 //! This crate never prints; the binary decides what reaches the terminal.
 
 mod admin;
+mod capabilities;
 mod deploy;
 mod error;
 pub mod gateway;
 mod live;
 mod metrics;
+mod policy_api;
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -33,9 +35,13 @@ pub use admin::{
     ReleaseInfo,
 };
 pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary};
+pub use capabilities::CapabilityError;
 pub use error::{ApiError, ErrorBody};
+pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
+pub use runway_store::{AuditRecord, SecretInfo};
 pub use runway_store::{Digest, LogEntry, Usage};
 
+use capabilities::PlatformCapabilities;
 use live::RouteTable;
 use metrics::Metrics;
 
@@ -59,6 +65,14 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// Environment this node serves.
     pub environment: String,
+    /// Refuse deploys whose component imports a capability its policy does not grant.
+    pub strict_vetting: bool,
+    /// This node serves production: functions in policy audit mode are refused.
+    pub production: bool,
+    /// The key that seals secrets at rest (created if missing); default `<data_dir>/secrets.key`.
+    pub secret_key_file: Option<PathBuf>,
+    /// Fixed DNS answers for outbound requests, `host=ip`.
+    pub outbound_resolve: Vec<String>,
 }
 
 impl NodeConfig {
@@ -72,6 +86,10 @@ impl NodeConfig {
             pricing: Pricing::default(),
             max_request_body: 6 << 20,
             environment: runway_store::DEFAULT_ENVIRONMENT.to_owned(),
+            strict_vetting: false,
+            production: false,
+            secret_key_file: None,
+            outbound_resolve: Vec::new(),
         }
     }
 }
@@ -85,6 +103,9 @@ pub enum NodeError {
     /// The engine could not be set up.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// A host capability (secrets, SQL, key-value, outbound) could not be set up.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr} for the {what}: {source} (pick another address with {flag})")]
     Bind {
@@ -112,6 +133,9 @@ pub(crate) struct Shared {
     pub(crate) deploy_lock: tokio::sync::Mutex<()>,
     pub(crate) in_flight: TaskTracker,
     pub(crate) request_ids: RequestIds,
+    pub(crate) capabilities: PlatformCapabilities,
+    pub(crate) strict_vetting: bool,
+    pub(crate) production: bool,
 }
 
 /// Request ids: a random per-node prefix and a counter, shaped like a UUID.
@@ -188,19 +212,32 @@ impl Node {
         runtime_config.cache_dir = config.data_dir.join("cache");
         let runtime = Arc::new(Runtime::new(runtime_config)?);
         let metrics = Arc::new(Metrics::new());
+        let secret_key_file = config
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("secrets.key"));
+        let capabilities = Arc::new(PlatformCapabilities::new(
+            &config.data_dir,
+            &secret_key_file,
+            &config.outbound_resolve,
+            store.clone(),
+            metrics.clone(),
+        )?);
         let (routes, restored) = {
-            let (store, runtime, metrics, env) = (
+            let (store, runtime, metrics, env, capabilities) = (
                 store.clone(),
                 runtime.clone(),
                 metrics.clone(),
                 config.environment.clone(),
+                capabilities.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                deploy::restore(store.as_ref(), &runtime, &metrics, &env)
+                deploy::restore(store.as_ref(), &runtime, &metrics, &capabilities, &env)
             })
             .await
             .expect("restore task panicked")?
         };
+        let capabilities = Arc::into_inner(capabilities).expect("restore released its handle");
         let sink = store.record_sink()?;
         let meter = {
             let metrics = metrics.clone();
@@ -226,6 +263,9 @@ impl Node {
             deploy_lock: tokio::sync::Mutex::new(()),
             in_flight: TaskTracker::new(),
             request_ids: RequestIds::new(),
+            capabilities,
+            strict_vetting: config.strict_vetting,
+            production: config.production,
         });
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
@@ -280,6 +320,10 @@ impl Node {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, self.shared.in_flight.wait())
             .await
             .is_ok();
+        let audit = self.shared.capabilities.audit.clone();
+        tokio::task::spawn_blocking(move || audit.flush())
+            .await
+            .ok();
         let meter = self.meter;
         let records_written = tokio::task::spawn_blocking(move || meter.shutdown())
             .await

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{IntCounter, IntGauge};
 use runway_manifest::{HttpTrigger, RouteKind};
-use runway_runtime::{Limits, Prepared};
+use runway_runtime::{Capabilities, Limits, Prepared};
 use runway_store::Release;
 
 use crate::metrics::Metrics;
@@ -27,7 +27,12 @@ pub(crate) struct LiveFunction {
 }
 
 impl LiveFunction {
-    pub(crate) fn new(release: Release, prepared: Prepared, metrics: &Metrics) -> LiveFunction {
+    pub(crate) fn new(
+        release: Release,
+        prepared: Prepared,
+        capabilities: Capabilities,
+        metrics: &Metrics,
+    ) -> LiveFunction {
         let labels = [release.config.name.as_str(), release.environment.as_str()];
         metrics.register_function(labels[0], labels[1]);
         metrics
@@ -43,6 +48,7 @@ impl LiveFunction {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            capabilities: Arc::new(capabilities),
         };
         LiveFunction {
             memory_mb: release.config.memory.mib_ceil(),

@@ -31,7 +31,11 @@ pub(crate) struct Metrics {
     pub(crate) deploys: IntCounter,
     pub(crate) compiles: IntCounterVec,
     pub(crate) records_written: IntCounter,
+    pub(crate) policy_denials: IntCounterVec,
+    pub(crate) policy_audit_only: IntCounterVec,
 }
+
+const POLICY: &[&str] = &["capability", "environment", "function"];
 
 const DURATION_BUCKETS: [f64; 20] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -93,6 +97,18 @@ impl Metrics {
             r.register(metric).expect("unique metric name");
         }
         Metrics {
+            policy_denials: counter(
+                &r,
+                "runway_policy_denials_total",
+                "Calls refused because the function's policy does not grant them",
+                POLICY,
+            ),
+            policy_audit_only: counter(
+                &r,
+                "runway_policy_audit_only_total",
+                "Calls beyond the policy let through because the function runs in audit mode",
+                POLICY,
+            ),
             invocations: counter(
                 &r,
                 "faas_invocations_total",

@@ -11,6 +11,7 @@ use std::fmt;
 
 use runway_manifest::FunctionConfig;
 use runway_meter::{LogStream, PicoUsd, RecordSink};
+use runway_policy::VettingReport;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -125,6 +126,9 @@ pub struct Release {
     pub config: FunctionConfig,
     /// When it was created, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The deploy-time vetting report: the component's imports against its policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vetting: Option<VettingReport>,
 }
 
 /// A release to create unless the function's latest release is identical.
@@ -134,6 +138,49 @@ pub struct NewRelease {
     pub digest: Digest,
     /// Its configuration.
     pub config: FunctionConfig,
+    /// Its vetting report.
+    pub vetting: Option<VettingReport>,
+}
+
+/// One audited attempt beyond a function's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Increasing id (0 before it is stored).
+    pub id: i64,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The environment.
+    pub environment: String,
+    /// The function.
+    pub function: String,
+    /// The release that made the call.
+    pub release: u64,
+    /// `sql`, `kv`, `outbound` or `secrets`.
+    pub capability: String,
+    /// What was attempted (`select`, `write`, `GET`, `get`, `pragma`, ...).
+    pub operation: String,
+    /// The table, key, origin or secret name.
+    pub target: String,
+    /// `denied`, or `allowed` when audit mode let it through.
+    pub decision: String,
+}
+
+/// A secret's name and when it was last set; its value never leaves the store encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// The name.
+    pub name: String,
+    /// When it was last set, in milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// A secret as stored: the vault's nonce and ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// The nonce.
+    pub nonce: Vec<u8>,
+    /// The ciphertext and tag.
+    pub ciphertext: Vec<u8>,
 }
 
 /// What a deploy did for one function.
@@ -208,6 +255,28 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<Vec<LogEntry>, StoreError>;
     /// A sink for the meter writer, with its own connection so writes never wait on API reads.
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError>;
+    /// Appends audit records.
+    fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// Audit records of an environment (optionally one function) with an id above
+    /// `after_id`, oldest first.
+    fn audit(
+        &self,
+        environment: &str,
+        function: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Creates or replaces a sealed secret.
+    fn put_secret(
+        &self,
+        environment: &str,
+        name: &str,
+        secret: &StoredSecret,
+    ) -> Result<(), StoreError>;
+    /// A sealed secret, if set.
+    fn secret(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, StoreError>;
+    /// The names of an environment's secrets.
+    fn secrets(&self, environment: &str) -> Result<Vec<SecretInfo>, StoreError>;
 }
 
 /// A hash of a configuration that identifies it across deploys.

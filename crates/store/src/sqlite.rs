@@ -8,8 +8,8 @@ use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    ControlStore, DeployResult, Digest, LogEntry, NewRelease, Release, StoreError, Usage,
-    config_hash,
+    AuditRecord, ControlStore, DeployResult, Digest, LogEntry, NewRelease, Release, SecretInfo,
+    StoreError, StoredSecret, Usage, config_hash,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -64,6 +64,28 @@ CREATE TABLE logs (
     line        TEXT NOT NULL
 );
 CREATE INDEX logs_by_function ON logs (environment, function, id);
+"#, r#"
+ALTER TABLE releases ADD COLUMN vetting TEXT;
+CREATE TABLE audit (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms       INTEGER NOT NULL,
+    environment TEXT NOT NULL,
+    function    TEXT NOT NULL,
+    release     INTEGER NOT NULL,
+    capability  TEXT NOT NULL,
+    operation   TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    decision    TEXT NOT NULL
+);
+CREATE INDEX audit_by_function ON audit (environment, function, id);
+CREATE TABLE secrets (
+    environment TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    ciphertext  BLOB NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (environment, name)
+);
 "#];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -141,22 +163,28 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(db("migrating"))
 }
 
-fn release_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, u32, String, String, i64)> {
+type ReleaseRow = (String, u32, String, String, i64, Option<String>);
+
+fn release_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok((
         row.get(0)?,
         row.get(1)?,
         row.get(2)?,
         row.get(3)?,
         row.get(4)?,
+        row.get(5)?,
     ))
 }
 
 fn to_release(
-    (environment, number, digest, config, created_at_ms): (String, u32, String, String, i64),
+    (environment, number, digest, config, created_at_ms, vetting): ReleaseRow,
 ) -> Result<Release, StoreError> {
+    let vetting = vetting
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("release vetting report: {e}")))?;
     Ok(Release {
+        vetting,
         environment,
         number,
         digest: Digest::try_from(digest).map_err(StoreError::Corrupt)?,
@@ -166,7 +194,8 @@ fn to_release(
     })
 }
 
-const RELEASE_COLUMNS: &str = "r.environment, r.number, r.digest, r.config, r.created_ms";
+const RELEASE_COLUMNS: &str =
+    "r.environment, r.number, r.digest, r.config, r.created_ms, r.vetting";
 
 impl ControlStore for SqliteStore {
     fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
@@ -247,10 +276,14 @@ impl ControlStore for SqliteStore {
                 latest => {
                     let number = latest.map_or(1, |(n, _, _)| n + 1);
                     let config = serde_json::to_string(&new.config).expect("configs serialise");
+                    let vetting = new
+                        .vetting
+                        .as_ref()
+                        .map(|v| serde_json::to_string(v).expect("reports serialise"));
                     tx.execute(
-                        "INSERT INTO releases (environment, function, number, digest, config, config_hash, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![environment, name, number, new.digest.as_str(), config, hash, now],
+                        "INSERT INTO releases (environment, function, number, digest, config, config_hash, created_ms, vetting)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![environment, name, number, new.digest.as_str(), config, hash, now, vetting],
                     )
                     .map_err(db("creating a release"))?;
                     (number, true)
@@ -373,6 +406,112 @@ impl ControlStore for SqliteStore {
             .collect()
     }
 
+    fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("writing audit records"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO audit (at_ms, environment, function, release, capability, operation, target, decision)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(db("writing audit records"))?;
+            for r in records {
+                stmt.execute(params![
+                    r.at_ms,
+                    r.environment,
+                    r.function,
+                    r.release as i64,
+                    r.capability,
+                    r.operation,
+                    r.target,
+                    r.decision
+                ])
+                .map_err(db("writing audit records"))?;
+            }
+        }
+        tx.commit().map_err(db("writing audit records"))
+    }
+
+    fn audit(
+        &self,
+        environment: &str,
+        function: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, at_ms, environment, function, release, capability, operation, target, decision
+                 FROM audit WHERE environment = ?1 AND (?2 IS NULL OR function = ?2) AND id > ?3
+                 ORDER BY id LIMIT ?4",
+            )
+            .map_err(db("reading the audit log"))?;
+        stmt.query_map(params![environment, function, after_id, limit], |row| {
+            Ok(AuditRecord {
+                id: row.get(0)?,
+                at_ms: row.get(1)?,
+                environment: row.get(2)?,
+                function: row.get(3)?,
+                release: row.get::<_, i64>(4)? as u64,
+                capability: row.get(5)?,
+                operation: row.get(6)?,
+                target: row.get(7)?,
+                decision: row.get(8)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(db("reading the audit log"))
+    }
+
+    fn put_secret(
+        &self,
+        environment: &str,
+        name: &str,
+        secret: &StoredSecret,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO secrets (environment, name, nonce, ciphertext, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (environment, name) DO UPDATE SET nonce = excluded.nonce,
+                     ciphertext = excluded.ciphertext, updated_ms = excluded.updated_ms",
+                params![environment, name, secret.nonce, secret.ciphertext, now_ms()],
+            )
+            .map(drop)
+            .map_err(db("storing a secret"))
+    }
+
+    fn secret(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT nonce, ciphertext FROM secrets WHERE environment = ?1 AND name = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![environment, name], |row| {
+                    Ok(StoredSecret {
+                        nonce: row.get(0)?,
+                        ciphertext: row.get(1)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db("reading a secret"))
+    }
+
+    fn secrets(&self, environment: &str) -> Result<Vec<SecretInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, updated_ms FROM secrets WHERE environment = ?1 ORDER BY name")
+            .map_err(db("listing secrets"))?;
+        stmt.query_map([environment], |row| {
+            Ok(SecretInfo {
+                name: row.get(0)?,
+                updated_at_ms: row.get(1)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(db("listing secrets"))
+    }
+
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError> {
         Ok(Box::new(SqliteRecordSink {
             conn: open(&self.path)?,
@@ -472,6 +611,7 @@ mod tests {
         let new = |mem| NewRelease {
             digest: digest.clone(),
             config: config("a", mem),
+            vetting: None,
         };
         let first = store.deploy("prod", &[new(128)]).unwrap();
         assert!(first[0].created);
@@ -491,6 +631,7 @@ mod tests {
         let missing = NewRelease {
             digest: Digest::of(b"nothing"),
             config: config("a", 128),
+            vetting: None,
         };
         assert!(store.deploy("prod", &[missing]).is_err());
         assert!(store.current_releases("prod").unwrap().is_empty());
@@ -550,6 +691,7 @@ mod tests {
                     &[NewRelease {
                         digest: digest.clone(),
                         config: config("a", 128),
+            vetting: None,
                     }],
                 )
                 .unwrap();

@@ -1,0 +1,341 @@
+//! Least-privilege commands: inspect, audit, secret, sql, policy.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use runway_policy::{ImportVerdict, Policy, vet};
+use runway_server::{
+    AuditResponse, SecretInfo, SecretsResponse, SqlRowsResponse, SuggestResponse,
+};
+
+use crate::client::{AdminClient, ServerArgs};
+use crate::table;
+
+fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// A component file (.wasm).
+    pub file: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `runway inspect FILE`: the component's interface and the policy its imports need.
+pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let interfaces = runway_runtime::component_interfaces(&bytes)
+        .with_context(|| format!("{} is not a deployable component", args.file.display()))?;
+    let report = vet(&interfaces.imports, &Policy::default());
+    if args.json {
+        let json = serde_json::json!({
+            "file": args.file,
+            "imports": report.imports,
+            "exports": interfaces.exports,
+            "least_policy": report.least_policy(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", args.file.display());
+    println!("\nimports:");
+    let rows: Vec<Vec<String>> = report
+        .imports
+        .iter()
+        .map(|i| {
+            let what = match &i.verdict {
+                ImportVerdict::Provided => "provided to every function".to_owned(),
+                ImportVerdict::Granted { .. } => "configuration (no grant needed)".to_owned(),
+                ImportVerdict::NotGranted { needs } => format!("needs a grant: {needs}"),
+                ImportVerdict::NeverProvided { why } => format!("never provided: {why}"),
+            };
+            vec![format!("  {}", i.import), what]
+        })
+        .collect();
+    table::print(&["  INTERFACE", "RUNWAY"], &rows);
+    println!("\nexports:");
+    for export in &interfaces.exports {
+        println!("  {export}");
+    }
+    println!(
+        "\nleast policy (fill in the placeholders; `runway policy suggest` fills them from \
+         observed use):\n"
+    );
+    print!("{}", report.least_policy());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Only this function.
+    #[arg(long)]
+    pub function: Option<String>,
+    /// At most this many records (the newest).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `runway audit`: denials and would-be denials, oldest first.
+pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server.server)?;
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let mut request = client.get("/v1/audit").query(&[("after", after.to_string())]);
+        if let Some(function) = &args.function {
+            request = request.query(&[("function", function)]);
+        }
+        let page: AuditResponse = client.json(request)?;
+        if page.records.is_empty() {
+            break;
+        }
+        after = page.next_after;
+        records.extend(page.records);
+    }
+    let skip = records.len().saturating_sub(args.limit as usize);
+    let records = &records[skip..];
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        println!("no policy denials recorded");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                time(r.at_ms),
+                r.environment.clone(),
+                r.function.clone(),
+                r.release.to_string(),
+                r.capability.clone(),
+                r.operation.clone(),
+                r.target.clone(),
+                r.decision.clone(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "TIME",
+            "ENV",
+            "FUNCTION",
+            "RELEASE",
+            "CAPABILITY",
+            "OPERATION",
+            "TARGET",
+            "DECISION",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; the value is read from standard input (one trailing newline dropped).
+    Set {
+        /// The secret's name, e.g. PAYMENT_KEY.
+        name: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List secret names (never values).
+    Ls {
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `runway secret set|ls`.
+pub fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SecretCommand::Set { name, env, server } => {
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("cannot read the secret's value from standard input")?;
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value)
+                .to_owned();
+            if value.is_empty() {
+                bail!(
+                    "no value on standard input: pipe it in, e.g. `printf %s \"$VALUE\" | runway \
+                     secret set {name}` (values are never taken as arguments, which shells log)"
+                );
+            }
+            let client = AdminClient::new(&server.server)?;
+            let mut request = client.put(&format!("/v1/secrets/{name}")).body(value);
+            if let Some(env) = &env {
+                request = request.query(&[("env", env)]);
+            }
+            let info: SecretInfo = client.json(request)?;
+            println!("secret {} set ({})", info.name, time(info.updated_at_ms));
+        }
+        SecretCommand::Ls { env, json, server } => {
+            let client = AdminClient::new(&server.server)?;
+            let mut request = client.get("/v1/secrets");
+            if let Some(env) = &env {
+                request = request.query(&[("env", env)]);
+            }
+            let list: SecretsResponse = client.json(request)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .secrets
+                    .iter()
+                    .map(|s| vec![s.name.clone(), time(s.updated_at_ms)])
+                    .collect();
+                table::print(&["NAME", "UPDATED"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand)]
+pub enum SqlCommand {
+    /// Apply a SQL file (schema, seed data) to the environment's database in one transaction.
+    Apply {
+        /// The SQL file.
+        file: PathBuf,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run a read-only query as the operator.
+    Query {
+        /// The SQL statement.
+        statement: String,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `runway sql apply|query`.
+pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SqlCommand::Apply { file, env, server } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let client = AdminClient::new(&server.server)?;
+            let mut request = client.post("/v1/sql/apply").body(text);
+            if let Some(env) = &env {
+                request = request.query(&[("env", env)]);
+            }
+            let answer: serde_json::Value = client
+                .json(request)
+                .with_context(|| format!("while applying {}", file.display()))?;
+            println!(
+                "applied {} to environment {}",
+                file.display(),
+                answer["environment"].as_str().unwrap_or("?")
+            );
+        }
+        SqlCommand::Query {
+            statement,
+            env,
+            json,
+            server,
+        } => {
+            let client = AdminClient::new(&server.server)?;
+            let mut request = client.post("/v1/sql/query").body(statement);
+            if let Some(env) = &env {
+                request = request.query(&[("env", env)]);
+            }
+            let rows: SqlRowsResponse = client.json(request)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let header: Vec<&str> = rows.columns.iter().map(String::as_str).collect();
+                let cells: Vec<Vec<String>> = rows
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|v| match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                table::print(&header, &cells);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Print the least [function.policy] covering what the function was observed doing.
+    Suggest {
+        /// The function.
+        name: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `runway policy suggest NAME`.
+pub fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let PolicyCommand::Suggest { name, json, server } = command;
+    let client = AdminClient::new(&server.server)?;
+    let suggestion: SuggestResponse =
+        client.json(client.get(&format!("/v1/functions/{name}/policy/suggest")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&suggestion)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "# {} audit record(s) observed for `{name}`; paste into its [[function]] in runway.toml",
+        suggestion.observed
+    );
+    print!("{}", suggestion.toml);
+    for attempt in &suggestion.never_grantable {
+        eprintln!(
+            "# not grantable, the function must stop: {} {} `{}`",
+            attempt.capability, attempt.operation, attempt.target
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,290 @@
+//! The admin API of least privilege: the audit log, secrets, the operator's SQL, and policy
+//! suggestions from observed use.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use bytes::Bytes;
+use runway_policy::{Attempt, Capability, Policy, SecretName};
+use runway_store::{AuditRecord, SecretInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::admin::{blocking, live_function};
+use crate::capabilities::store_secret;
+use crate::error::ApiError;
+
+/// A page of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditResponse {
+    /// Records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `after` to get the records that follow.
+    pub next_after: i64,
+}
+
+/// The names of an environment's secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretsResponse {
+    /// The environment.
+    pub environment: String,
+    /// Names and update times; never values.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// A policy suggestion from what a function was observed attempting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuggestResponse {
+    /// The function.
+    pub function: String,
+    /// Its current policy.
+    pub current: Policy,
+    /// The least policy covering the current grants and everything observed.
+    pub suggested: Policy,
+    /// `suggested` as a `[function.policy]` table.
+    pub toml: String,
+    /// Audit records the suggestion is based on.
+    pub observed: usize,
+    /// Observed attempts no grant can allow (PRAGMA, ATTACH, schema changes, internal
+    /// addresses), which the function must stop making.
+    pub never_grantable: Vec<Attempt>,
+}
+
+/// Rows of an operator query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SqlRowsResponse {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows as JSON values (blobs as arrays of bytes).
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    #[serde(default)]
+    function: Option<String>,
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnvQuery {
+    #[serde(default)]
+    env: Option<String>,
+}
+
+/// The environment a request names; this node serves exactly one.
+fn environment(shared: &Shared, requested: Option<String>) -> Result<String, ApiError> {
+    match requested {
+        None => Ok(shared.environment.clone()),
+        Some(env) if env == shared.environment => Ok(env),
+        Some(env) => Err(ApiError::not_found(
+            "no_such_environment",
+            format!(
+                "environment `{env}` does not exist; this node serves `{}`",
+                shared.environment
+            ),
+        )),
+    }
+}
+
+pub(crate) async fn read_audit(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditResponse>, ApiError> {
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(1000).min(10_000);
+    let records = blocking(move || {
+        Ok(shared
+            .store
+            .audit(&shared.environment, query.function.as_deref(), after, limit)?)
+    })
+    .await?;
+    let next_after = records.last().map_or(after, |r| r.id);
+    Ok(Json(AuditResponse {
+        records,
+        next_after,
+    }))
+}
+
+pub(crate) async fn list_secrets(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<EnvQuery>,
+) -> Result<Json<SecretsResponse>, ApiError> {
+    let environment = environment(&shared, query.env)?;
+    let env = environment.clone();
+    let secrets = blocking(move || Ok(shared.store.secrets(&env)?)).await?;
+    Ok(Json(SecretsResponse {
+        environment,
+        secrets,
+    }))
+}
+
+/// Largest secret value accepted.
+const MAX_SECRET_BYTES: usize = 64 << 10;
+
+pub(crate) async fn set_secret(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(query): Query<EnvQuery>,
+    body: Bytes,
+) -> Result<Json<SecretInfo>, ApiError> {
+    let environment = environment(&shared, query.env)?;
+    let name = SecretName::parse(&name)
+        .map_err(|err| ApiError::bad_request("invalid_secret_name", err.reason))?;
+    if body.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::bad_request(
+            "secret_too_large",
+            format!(
+                "the value of secret `{name}` is {} bytes; a secret may be at most {MAX_SECRET_BYTES} bytes",
+                body.len()
+            ),
+        ));
+    }
+    let value = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::bad_request(
+            "secret_not_text",
+            format!("the value of secret `{name}` is not UTF-8 text"),
+        )
+    })?;
+    if value.is_empty() {
+        return Err(ApiError::bad_request(
+            "secret_empty",
+            format!("the value of secret `{name}` is empty"),
+        ));
+    }
+    let info = blocking(move || {
+        store_secret(
+            shared.store.as_ref(),
+            &shared.capabilities.vault,
+            &environment,
+            name.as_str(),
+            &value,
+        )?;
+        let secrets = shared.store.secrets(&environment)?;
+        secrets
+            .into_iter()
+            .find(|s| s.name == name.as_str())
+            .ok_or_else(|| ApiError::internal(format!("secret `{name}` was not stored")))
+    })
+    .await?;
+    Ok(Json(info))
+}
+
+pub(crate) async fn sql_apply(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<EnvQuery>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let environment = environment(&shared, query.env)?;
+    let sql = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("sql_not_text", "the SQL is not UTF-8 text".into()))?;
+    let env = environment.clone();
+    blocking(move || {
+        let db = shared
+            .capabilities
+            .sql_database(&env)
+            .map_err(|err| ApiError::internal(err.to_string()))?;
+        db.apply(&sql).map_err(|err| {
+            ApiError::unprocessable(
+                "sql_failed",
+                format!("{err}; nothing was applied (the file runs in one transaction)"),
+            )
+        })
+    })
+    .await?;
+    Ok(Json(
+        serde_json::json!({ "environment": environment, "applied": true }),
+    ))
+}
+
+pub(crate) async fn sql_query(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<EnvQuery>,
+    body: Bytes,
+) -> Result<Json<SqlRowsResponse>, ApiError> {
+    let environment = environment(&shared, query.env)?;
+    let sql = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("sql_not_text", "the SQL is not UTF-8 text".into()))?;
+    let rows = blocking(move || {
+        let db = shared
+            .capabilities
+            .sql_database(&environment)
+            .map_err(|err| ApiError::internal(err.to_string()))?;
+        db.operator_query(&sql)
+            .map_err(|err| ApiError::unprocessable("sql_failed", err.to_string()))
+    })
+    .await?;
+    use runway_cap_sql::Value;
+    Ok(Json(SqlRowsResponse {
+        columns: rows.columns,
+        rows: rows
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|value| match value {
+                        Value::Null => serde_json::Value::Null,
+                        Value::Integer(i) => i.into(),
+                        Value::Real(r) => r.into(),
+                        Value::Text(t) => t.into(),
+                        Value::Blob(b) => b.into(),
+                    })
+                    .collect()
+            })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn suggest_policy(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<SuggestResponse>, ApiError> {
+    let live = live_function(&shared, &name)?;
+    let current = live.release.config.policy.clone();
+    let function = name.clone();
+    let records = blocking(move || {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = shared
+                .store
+                .audit(&shared.environment, Some(&function), after, 10_000)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            all.extend(page);
+        }
+        Ok(all)
+    })
+    .await?;
+    let attempts: Vec<Attempt> = records
+        .iter()
+        .filter_map(|r| {
+            Some(Attempt::new(
+                Capability::parse(&r.capability)?,
+                r.operation.clone(),
+                r.target.clone(),
+            ))
+        })
+        .collect();
+    let (grantable, never_grantable): (Vec<Attempt>, Vec<Attempt>) = attempts
+        .into_iter()
+        .partition(|a| a.grant_hint().is_some() && a.operation != "connect");
+    let mut never_grantable = never_grantable;
+    never_grantable.sort();
+    never_grantable.dedup();
+    let suggested = runway_policy::suggest(&current, &grantable);
+    Ok(Json(SuggestResponse {
+        function: name,
+        toml: suggested.to_toml(),
+        current,
+        suggested,
+        observed: records.len(),
+        never_grantable,
+    }))
+}
