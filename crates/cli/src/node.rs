@@ -53,7 +53,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNWAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
     /// Fixed DNS answer for functions' outbound requests, HOST=IP (repeatable).
-    #[arg(long = "outbound-resolve", env = "RUNWAY_OUTBOUND_RESOLVE", value_delimiter = ',')]
+    #[arg(
+        long = "outbound-resolve",
+        env = "RUNWAY_OUTBOUND_RESOLVE",
+        value_delimiter = ','
+    )]
     pub outbound_resolve: Vec<String>,
 }
 
@@ -197,6 +201,17 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                 let client = AdminClient::new(&admin)?;
                 let mut routes = Vec::new();
                 for manifest in &manifests {
+                    // An example that keeps data ships its schema; the operator's step,
+                    // done here so the first start needs no other command.
+                    let schema = manifest.with_file_name("schema.sql");
+                    if schema.is_file() {
+                        let sql = std::fs::read_to_string(&schema)
+                            .with_context(|| format!("while reading {}", schema.display()))?;
+                        let _: serde_json::Value = client
+                            .json(client.post("/v1/sql/apply").body(sql))
+                            .with_context(|| format!("while applying {}", schema.display()))?;
+                        println!("applied {}", schema.display());
+                    }
                     let response = crate::commands::deploy_manifest(&client, manifest, true)
                         .with_context(|| format!("while deploying {}", manifest.display()))?;
                     crate::commands::print_deploy(&response);

@@ -7,9 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use runway_policy::{ImportVerdict, Policy, vet};
-use runway_server::{
-    AuditResponse, SecretInfo, SecretsResponse, SqlRowsResponse, SuggestResponse,
-};
+use runway_server::{AuditResponse, SecretInfo, SecretsResponse, SqlRowsResponse, SuggestResponse};
 
 use crate::client::{AdminClient, ServerArgs};
 use crate::table;
@@ -94,7 +92,9 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let mut records = Vec::new();
     let mut after = 0;
     loop {
-        let mut request = client.get("/v1/audit").query(&[("after", after.to_string())]);
+        let mut request = client
+            .get("/v1/audit")
+            .query(&[("after", after.to_string())]);
         if let Some(function) = &args.function {
             request = request.query(&[("function", function)]);
         }

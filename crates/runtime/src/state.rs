@@ -1,12 +1,12 @@
 //! What lives in each request's `Store`, and the linker every function shares.
 
-use wasmtime::Engine;
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use runway_cap_config::ConfigHost;
 use runway_cap_kv::{KvHost, KvView};
 use runway_cap_outbound::OutboundHooks;
 use runway_cap_sql::SqlHost;
+use wasmtime::Engine;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::MemoryLimiter;

@@ -13,16 +13,16 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use runway_manifest::{ByteSize, HumanDuration};
-use runway_policy::{Policy, PolicyMode, VettingReport};
 use runway_meter::{InvocationRecord, PicoUsd};
+use runway_policy::{Policy, PolicyMode, VettingReport};
 use runway_store::{Digest, LogEntry, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::policy_api;
 use crate::deploy::{self, DeployRequest, DeployResponse};
 use crate::error::ApiError;
 use crate::live::LiveFunction;
+use crate::policy_api;
 
 /// A function as `runway ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

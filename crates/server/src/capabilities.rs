@@ -111,7 +111,9 @@ impl PlatformCapabilities {
                 self.sql_database(environment)?
                     .for_function(guard.clone(), max_result_bytes),
             )),
-            kv: Some(Arc::new(self.kv_store(environment)?.for_function(guard.clone()))),
+            kv: Some(Arc::new(
+                self.kv_store(environment)?.for_function(guard.clone()),
+            )),
             config: Some(Arc::new(FunctionConfigAccess::new(
                 config.config.clone(),
                 guard.clone(),
@@ -236,11 +238,18 @@ impl AuditSink for AuditLog {
     fn record(&self, event: AuditEvent) {
         let caller = &event.caller;
         let capability = event.attempt.capability.as_str();
-        let labels = [capability, caller.environment.as_str(), caller.function.as_str()];
+        let labels = [
+            capability,
+            caller.environment.as_str(),
+            caller.function.as_str(),
+        ];
         if event.enforced {
             self.metrics.policy_denials.with_label_values(&labels).inc();
         } else {
-            self.metrics.policy_audit_only.with_label_values(&labels).inc();
+            self.metrics
+                .policy_audit_only
+                .with_label_values(&labels)
+                .inc();
         }
         tracing::info!(
             target: "runway::audit",

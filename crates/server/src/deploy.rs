@@ -225,7 +225,11 @@ pub(crate) async fn deploy(
 
 /// Why a function's deploy is refused by vetting: imports beyond its policy (with strict
 /// vetting on) and audit mode on a production node.
-fn vetting_refusals(shared: &Shared, config: &FunctionConfig, report: &VettingReport) -> Vec<String> {
+fn vetting_refusals(
+    shared: &Shared,
+    config: &FunctionConfig,
+    report: &VettingReport,
+) -> Vec<String> {
     let name = &config.name;
     let mut refusals = Vec::new();
     if shared.production && config.policy_mode == PolicyMode::Audit {

@@ -34,8 +34,8 @@ pub use admin::{
     CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
     ReleaseInfo,
 };
-pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary};
 pub use capabilities::CapabilityError;
+pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary};
 pub use error::{ApiError, ErrorBody};
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_store::{AuditRecord, SecretInfo};

@@ -13,7 +13,8 @@ use crate::{
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE artifacts (
     digest      TEXT PRIMARY KEY,
     size        INTEGER NOT NULL,
@@ -64,7 +65,8 @@ CREATE TABLE logs (
     line        TEXT NOT NULL
 );
 CREATE INDEX logs_by_function ON logs (environment, function, id);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE releases ADD COLUMN vetting TEXT;
 CREATE TABLE audit (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,7 +88,8 @@ CREATE TABLE secrets (
     updated_ms  INTEGER NOT NULL,
     PRIMARY KEY (environment, name)
 );
-"#];
+"#,
+];
 
 /// The SQLite control-plane store rooted at a data folder.
 pub struct SqliteStore {
@@ -484,7 +487,9 @@ impl ControlStore for SqliteStore {
 
     fn secret(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, StoreError> {
         self.conn()
-            .prepare_cached("SELECT nonce, ciphertext FROM secrets WHERE environment = ?1 AND name = ?2")
+            .prepare_cached(
+                "SELECT nonce, ciphertext FROM secrets WHERE environment = ?1 AND name = ?2",
+            )
             .and_then(|mut stmt| {
                 stmt.query_row(params![environment, name], |row| {
                     Ok(StoredSecret {
@@ -691,7 +696,7 @@ mod tests {
                     &[NewRelease {
                         digest: digest.clone(),
                         config: config("a", 128),
-            vetting: None,
+                        vetting: None,
                     }],
                 )
                 .unwrap();
