@@ -6,4 +6,5 @@ mod deploy;
 mod lifecycle;
 mod limits;
 mod metering;
+mod policy;
 mod support;

@@ -322,3 +322,53 @@ impl Drop for TestNode {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// Runs the CLI with `input` on its standard input.
+pub fn runway_with_stdin(args: &[&str], server: &str, input: &str) -> Cli {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args(args)
+        .env("RUNWAY_SERVER", server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running runway");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Cli::from(child.wait_with_output().unwrap())
+}
+
+/// A tiny HTTP/1.1 server on a free loopback port answering with `answer(path)`:
+/// (status, extra header lines, body). Runs until the test process ends.
+pub fn http_server(answer: fn(&str, u16) -> (u16, String, String)) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request);
+            let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (status, headers, body) = answer(&path, port);
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+                body.len()
+            );
+            _ = stream.write_all(response.as_bytes());
+        }
+    });
+    port
+}
