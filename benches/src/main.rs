@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo run --release -p runway-bench` (see docs/BENCHMARKS.md for options).
 
+mod sql;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,15 +42,47 @@ struct Args {
     /// Extra components to time from deploy to first response, as NAME=PATH (e.g. a JS component).
     #[arg(long, value_delimiter = ',')]
     extra: Vec<String>,
+    /// Skip the SQL authorizer overhead measurement.
+    #[arg(long)]
+    skip_sql: bool,
+    /// Only measure the SQL authorizer overhead (no servers, no wrk).
+    #[arg(long)]
+    sql_only: bool,
     /// Runs a native hyper hello server on ADDR (used by the harness itself).
     #[arg(long, hide = true)]
     native_server: Option<String>,
+}
+
+fn sql_report(rounds: u32) -> anyhow::Result<()> {
+    println!("\n## SQL: a granted indexed SELECT (10 rows of 100,000), per query, median of {} runs", rounds.max(1) * 3);
+    let result = sql::run(rounds)?;
+    println!(
+        "  plain SQLite, statement prepared per query (no authorizer): {:>7.2} µs",
+        result.raw_prepared_each_time_ns / 1000.0
+    );
+    println!(
+        "  plain SQLite, cached statement (no authorizer):             {:>7.2} µs",
+        result.raw_cached_statement_ns / 1000.0
+    );
+    println!(
+        "  Runway runway:platform/sql (authorizer, row hook, deadline): {:>7.2} µs",
+        result.runway_ns / 1000.0
+    );
+    println!(
+        "  overhead vs the same prepared query: {:+.1}% (goal: at most +10%); vs a cached statement: {:+.1}%",
+        (result.runway_ns / result.raw_prepared_each_time_ns - 1.0) * 100.0,
+        (result.runway_ns / result.raw_cached_statement_ns - 1.0) * 100.0
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(addr) = &args.native_server {
         return native_server(addr);
+    }
+    if args.sql_only {
+        return sql_report(args.rounds);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -147,6 +181,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_deploy {
         deploy_times(&root, &runway, &args.extra)?;
+    }
+    if !args.skip_sql {
+        sql_report(args.rounds)?;
     }
     Ok(())
 }
