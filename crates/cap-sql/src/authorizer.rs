@@ -41,7 +41,16 @@ pub(crate) struct Checks {
     past_deadline: bool,
     /// Set while Runway itself runs a statement (BEGIN, COMMIT, ROLLBACK) on the connection.
     pub(crate) trusted: bool,
+    /// Authorizer calls during this call: none means the statement came from the cache,
+    /// already vetted when it was first prepared.
+    authorizer_calls: u32,
+    /// Writing statements that passed every check when prepared, so a cache hit (which
+    /// calls no authorizer) is not mistaken for a statement that writes unchecked.
+    vetted_writes: std::collections::HashSet<String>,
 }
+
+/// Vetted writing statements remembered per connection before the set starts over.
+const VETTED_WRITES: usize = 1024;
 
 impl Checks {
     pub(crate) fn new(guard: Guard) -> Checks {
@@ -55,6 +64,8 @@ impl Checks {
             deadline: Instant::now(),
             past_deadline: false,
             trusted: false,
+            authorizer_calls: 0,
+            vetted_writes: std::collections::HashSet::new(),
         }
     }
 
@@ -67,6 +78,12 @@ impl Checks {
         self.accessors.clear();
         self.deadline = deadline;
         self.past_deadline = false;
+        self.authorizer_calls = 0;
+    }
+
+    /// Whether the statement of this call was prepared now (not taken from the cache).
+    pub(crate) fn freshly_prepared(&self) -> bool {
+        self.authorizer_calls > 0
     }
 
     pub(crate) fn take_denial(&mut self) -> Option<Denied> {
@@ -88,8 +105,17 @@ impl Checks {
         }
     }
 
-    pub(crate) fn saw_write(&self) -> bool {
-        self.saw_write
+    /// Whether a writing statement is accounted for: its table writes went through the
+    /// authorizer now, or it did when it was first prepared and cached.
+    pub(crate) fn write_is_checked(&mut self, sql: &str) -> bool {
+        if self.saw_write {
+            if self.vetted_writes.len() >= VETTED_WRITES {
+                self.vetted_writes.clear();
+            }
+            self.vetted_writes.insert(sql.to_owned());
+            return true;
+        }
+        self.authorizer_calls == 0 && self.vetted_writes.contains(sql)
     }
 
     pub(crate) fn past_deadline(&self) -> bool {
@@ -161,6 +187,7 @@ impl Checks {
         if self.trusted {
             return Authorization::Allow;
         }
+        self.authorizer_calls += 1;
         let db = ctx.database_name;
         if let Some(accessor) = ctx.accessor
             && !self.accessors.iter().any(|a| a == accessor)

@@ -169,6 +169,8 @@ impl SqlDatabase {
 
 /// Idle connections kept per release; more are opened under load and closed after.
 const IDLE_CONNECTIONS: usize = 4;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 /// How many SQLite virtual-machine steps run between deadline checks.
 const PROGRESS_STEPS: i32 = 1000;
 
@@ -272,6 +274,11 @@ impl FunctionSql {
             Ok(())
         };
         setup().map_err(|e| db.error(e))?;
+        // Audit mode records every attempt, so it prepares every statement afresh.
+        conn.set_prepared_statement_cache_capacity(match self.guard.mode() {
+            runway_policy::PolicyMode::Enforce => STATEMENT_CACHE,
+            runway_policy::PolicyMode::Audit => 0,
+        });
         let checks = Arc::new(Mutex::new(Checks::new(self.guard.clone())));
         authorizer::install(&conn, &checks, PROGRESS_STEPS);
         let row_hook = Some(row_hook::RowHook::install(&conn, &checks));
@@ -283,17 +290,27 @@ impl FunctionSql {
     }
 }
 
+/// Prepares a statement, or takes it from the connection's cache.
+///
+/// The authorizer decides while SQLite prepares, so a cached statement carries the
+/// decisions made for this release's policy when it was first prepared (SQLite prepares it
+/// again, authorizer included, whenever the schema changes). A statement refused after
+/// preparing is discarded, never cached.
 fn prepare<'c>(
     conn: &'c Connection,
     checks: &Mutex<Checks>,
     sql: &str,
-) -> Result<rusqlite::Statement<'c>, SqlError> {
-    let prepared = conn.prepare(sql);
+) -> Result<rusqlite::CachedStatement<'c>, SqlError> {
+    let prepared = conn.prepare_cached(sql);
     let mut checks = checks.lock().expect("checks lock");
-    if prepared.is_ok() {
+    let fresh = checks.freshly_prepared();
+    if prepared.is_ok() && fresh {
         checks.settle_unplaced_reads();
     }
     if let Some(denied) = checks.take_denial() {
+        if let Ok(stmt) = prepared {
+            stmt.discard();
+        }
         return Err(SqlError::Denied(denied));
     }
     let stmt = prepared.map_err(|err| match err {
@@ -302,9 +319,10 @@ fn prepare<'c>(
         }
         err => SqlError::Invalid(sqlite_message(&err)),
     })?;
-    if !stmt.readonly() && !checks.saw_write() {
+    if !stmt.readonly() && !checks.write_is_checked(sql) {
         // Nothing the statement writes went through the authorizer (VACUUM, VACUUM INTO):
         // no grant covers it.
+        stmt.discard();
         return Err(SqlError::Denied(checks.refuse_unchecked_write(sql)));
     }
     Ok(stmt)
@@ -348,6 +366,8 @@ fn trusted(conn: &Connection, checks: &Mutex<Checks>, sql: &str) -> rusqlite::Re
 /// Maps the result of running a statement, preferring a denial recorded while it ran.
 fn finish<R>(checks: &Mutex<Checks>, result: Result<R, SqlError>) -> Result<R, SqlError> {
     let mut checks = checks.lock().expect("checks lock");
+    // Reads SQLite reported while re-preparing the statement after a schema change.
+    checks.settle_unplaced_reads();
     if let Some(denied) = checks.take_denial() {
         return Err(SqlError::Denied(denied));
     }

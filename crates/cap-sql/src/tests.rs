@@ -376,3 +376,31 @@ fn json_table_functions_are_not_tables() {
         .unwrap();
     assert_eq!(rows.rows.len(), 3);
 }
+
+#[test]
+fn cached_statements_keep_their_verdict_and_refused_ones_are_never_cached() {
+    let f = Fixture::new();
+    let sql = f.function(ORDERS_POLICY, PolicyMode::Enforce);
+    for _ in 0..3 {
+        let err = sql
+            .query("SELECT * FROM customers", &[], soon())
+            .unwrap_err();
+        assert!(matches!(err, SqlError::Denied(_)), "{err}");
+        let err = sql.execute("VACUUM", &[], soon()).unwrap_err();
+        assert!(matches!(err, SqlError::Denied(_)), "{err}");
+        let err = sql
+            .query("SELECT count(*) FROM customers", &[], soon())
+            .unwrap_err();
+        assert!(matches!(err, SqlError::Denied(_)), "{err}");
+        sql.query("SELECT id FROM orders", &[], soon()).unwrap();
+        sql.execute("INSERT INTO audit_log (msg) VALUES ('again')", &[], soon())
+            .unwrap();
+    }
+    // Every refusal is audited, cached or not.
+    assert_eq!(f.events().len(), 9);
+    // A schema change makes SQLite prepare cached statements again, authorizer included.
+    f.db.apply("DROP VIEW order_customers; ALTER TABLE orders RENAME TO orders_old; CREATE VIEW orders AS SELECT * FROM customers;")
+        .unwrap();
+    let err = sql.query("SELECT id FROM orders", &[], soon()).unwrap_err();
+    assert!(matches!(err, SqlError::Denied(_)), "{err}");
+}

@@ -17,6 +17,9 @@ const EXTRA_SCHEMA: &str = "
         BEGIN INSERT INTO customers (name, card) VALUES (NEW.body, 'stolen'); END;
 ";
 
+/// One escalation: capability, escalate action, query, a target its audit record names.
+type Attempt<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 fn escalate_toml(policy: &str, extra: &str) -> String {
     format!(
         "[[function]]\nname = \"escalate\"\ncomponent = \"{}\"\nmemory = \"64MiB\"\ntimeout = \"5s\"\n\
@@ -175,7 +178,7 @@ fn escalation_attempts_are_refused_and_audited_and_granted_use_works() {
     let rebind_target =
         format!("http://rebind.test:{port} (resolved to internal address 127.0.0.1)");
     // (capability, action, query, a target the audit record must name)
-    let attempts: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+    let attempts: Vec<Attempt> = vec![
         (
             "sql",
             "sql",
