@@ -42,6 +42,10 @@ struct Args {
     /// Extra components to time from deploy to first response, as NAME=PATH (e.g. a JS component).
     #[arg(long, value_delimiter = ',')]
     extra: Vec<String>,
+    /// The runway binary to measure (default: target/release/runway, built by the harness),
+    /// e.g. an older build for a before/after comparison.
+    #[arg(long)]
+    runway_bin: Option<PathBuf>,
     /// Skip the SQL authorizer overhead measurement.
     #[arg(long)]
     skip_sql: bool,
@@ -91,7 +95,10 @@ fn main() -> anyhow::Result<()> {
         .join("..")
         .canonicalize()?;
     prepare(&root)?;
-    let runway = root.join("target/release/runway");
+    let runway = args
+        .runway_bin
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/runway"));
     let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
     println!("# Runway benchmark, {}", humanish_now());
     println!(
