@@ -705,4 +705,46 @@ mod tests {
         assert_eq!(store.current_releases("prod").unwrap().len(), 1);
         assert_eq!(store.read_artifact(&digest).unwrap().unwrap(), b"x");
     }
+
+    #[test]
+    fn audit_records_page_by_function_and_secrets_keep_only_ciphertext() {
+        let (_dir, store) = store();
+        let record = |function: &str, target: &str| AuditRecord {
+            id: 0,
+            at_ms: 1,
+            environment: "prod".into(),
+            function: function.into(),
+            release: 2,
+            capability: "sql".into(),
+            operation: "select".into(),
+            target: target.into(),
+            decision: "denied".into(),
+        };
+        store
+            .append_audit(&[record("a", "customers"), record("b", "x"), record("a", "cards")])
+            .unwrap();
+        let a = store.audit("prod", Some("a"), 0, 10).unwrap();
+        let targets: Vec<&str> = a.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets, ["customers", "cards"]);
+        let after_first = store.audit("prod", Some("a"), a[0].id, 10).unwrap();
+        assert_eq!(after_first.len(), 1);
+        assert_eq!(store.audit("prod", None, 0, 10).unwrap().len(), 3);
+        assert!(store.audit("staging", None, 0, 10).unwrap().is_empty());
+
+        let sealed = StoredSecret {
+            nonce: vec![1; 12],
+            ciphertext: vec![9, 8, 7],
+        };
+        store.put_secret("prod", "PAYMENT_KEY", &sealed).unwrap();
+        assert_eq!(store.secret("prod", "PAYMENT_KEY").unwrap(), Some(sealed));
+        assert_eq!(store.secret("staging", "PAYMENT_KEY").unwrap(), None);
+        let replaced = StoredSecret {
+            nonce: vec![2; 12],
+            ciphertext: vec![1],
+        };
+        store.put_secret("prod", "PAYMENT_KEY", &replaced).unwrap();
+        assert_eq!(store.secret("prod", "PAYMENT_KEY").unwrap(), Some(replaced));
+        let names: Vec<String> = store.secrets("prod").unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["PAYMENT_KEY"]);
+    }
 }
