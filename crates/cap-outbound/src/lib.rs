@@ -33,6 +33,36 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 )]
 pub struct OverrideError(String);
 
+/// A `--outbound-ca-file` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {path} as extra trusted certificates for outbound https: {reason}")]
+pub struct CaFileError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// Reads PEM certificates (an internal CA, say) to trust for outbound https beside the
+/// Mozilla roots.
+pub fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, CaFileError> {
+    use rustls::pki_types::pem::PemObject;
+    let fail = |reason: String| CaFileError {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|err| fail(err.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| fail(err.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("it holds no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
 /// Name resolution for outbound requests: the system resolver, with optional fixed answers
 /// (like curl's `--resolve`) for names the operator pins.
 #[derive(Debug, Default)]
@@ -90,11 +120,15 @@ pub struct OutboundNetwork {
 }
 
 impl OutboundNetwork {
-    /// Uses `resolver` and the Mozilla root certificates.
-    pub fn new(resolver: Resolver) -> OutboundNetwork {
-        let roots = rustls::RootCertStore {
+    /// Uses `resolver`, the Mozilla root certificates and `extra_roots`.
+    pub fn new(
+        resolver: Resolver,
+        extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> OutboundNetwork {
+        let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),
         };
+        roots.add_parsable_certificates(extra_roots);
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -331,7 +365,7 @@ mod tests {
             release: 1,
         };
         let guard = Guard::new(caller, Arc::new(policy), PolicyMode::Enforce, sink);
-        OutboundNetwork::new(resolver).for_function(guard)
+        OutboundNetwork::new(resolver, Vec::new()).for_function(guard)
     }
 
     async fn vet(access: &FunctionOutbound, url: &str) -> Result<Vec<SocketAddr>, HttpError> {

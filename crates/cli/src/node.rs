@@ -59,6 +59,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub outbound_resolve: Vec<String>,
+    /// PEM certificates (e.g. an internal CA) trusted for functions' outbound https.
+    #[arg(long, env = "RUNWAY_OUTBOUND_CA_FILE")]
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -78,6 +81,7 @@ impl ServeArgs {
         config.production = self.production;
         config.secret_key_file = self.secret_key_file.clone();
         config.outbound_resolve = self.outbound_resolve.clone();
+        config.outbound_ca_file = self.outbound_ca_file.clone();
         config
     }
 }

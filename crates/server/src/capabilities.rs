@@ -32,6 +32,9 @@ pub enum CapabilityError {
     /// An outbound resolve override is malformed.
     #[error(transparent)]
     Resolve(#[from] runway_cap_outbound::OverrideError),
+    /// The extra trusted certificates for outbound https are unusable.
+    #[error(transparent)]
+    CaFile(#[from] runway_cap_outbound::CaFileError),
 }
 
 /// Everything the node gives functions beyond HTTP.
@@ -50,11 +53,16 @@ impl PlatformCapabilities {
         data_dir: &Path,
         secret_key_file: &Path,
         resolve_overrides: &[String],
+        outbound_ca_file: Option<&Path>,
         store: Arc<dyn ControlStore>,
         metrics: Arc<Metrics>,
     ) -> Result<PlatformCapabilities, CapabilityError> {
         let vault = Arc::new(Vault::open_or_create(secret_key_file)?);
         let resolver = Resolver::with_overrides(resolve_overrides)?;
+        let extra_roots = match outbound_ca_file {
+            Some(path) => runway_cap_outbound::load_ca_file(path)?,
+            None => Vec::new(),
+        };
         Ok(PlatformCapabilities {
             envs_dir: data_dir.join("envs"),
             sql: Mutex::new(HashMap::new()),
@@ -64,7 +72,7 @@ impl PlatformCapabilities {
                 vault: vault.clone(),
             }),
             vault,
-            network: OutboundNetwork::new(resolver),
+            network: OutboundNetwork::new(resolver, extra_roots),
             audit: AuditLog::start(store, metrics),
         })
     }

@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub secret_key_file: Option<PathBuf>,
     /// Fixed DNS answers for outbound requests, `host=ip`.
     pub outbound_resolve: Vec<String>,
+    /// PEM certificates trusted for outbound https beside the Mozilla roots.
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -90,6 +92,7 @@ impl NodeConfig {
             production: false,
             secret_key_file: None,
             outbound_resolve: Vec::new(),
+            outbound_ca_file: None,
         }
     }
 }
@@ -220,6 +223,7 @@ impl Node {
             &config.data_dir,
             &secret_key_file,
             &config.outbound_resolve,
+            config.outbound_ca_file.as_deref(),
             store.clone(),
             metrics.clone(),
         )?);

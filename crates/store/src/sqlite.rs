@@ -721,7 +721,11 @@ mod tests {
             decision: "denied".into(),
         };
         store
-            .append_audit(&[record("a", "customers"), record("b", "x"), record("a", "cards")])
+            .append_audit(&[
+                record("a", "customers"),
+                record("b", "x"),
+                record("a", "cards"),
+            ])
             .unwrap();
         let a = store.audit("prod", Some("a"), 0, 10).unwrap();
         let targets: Vec<&str> = a.iter().map(|r| r.target.as_str()).collect();
@@ -744,7 +748,12 @@ mod tests {
         };
         store.put_secret("prod", "PAYMENT_KEY", &replaced).unwrap();
         assert_eq!(store.secret("prod", "PAYMENT_KEY").unwrap(), Some(replaced));
-        let names: Vec<String> = store.secrets("prod").unwrap().into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = store
+            .secrets("prod")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         assert_eq!(names, ["PAYMENT_KEY"]);
     }
 }

@@ -750,3 +750,114 @@ fn inspect_prints_imports_exports_and_the_least_policy() {
     );
     assert!(out.failed().contains("not WebAssembly"), "{}", out.stderr);
 }
+
+/// A certificate authority and a TLS server whose certificate it signed (for 127.0.0.1);
+/// returns the server's port and the CA in PEM.
+fn tls_server() -> (u16, String) {
+    use std::io::{Read, Write};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let Ok(connection) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(connection, tcp);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = "hello over tls";
+            _ = tls.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            tls.conn.send_close_notify();
+            _ = tls.flush();
+        }
+    });
+    (port, ca.pem())
+}
+
+#[test]
+fn outbound_https_verifies_the_server_certificate() {
+    let dir = tempdir();
+    let (port, ca_pem) = tls_server();
+    let ca_file = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let policy = format!("outbound = [\"https://127.0.0.1:{port}\"]");
+    let url = format!("https://127.0.0.1:{port}/hello");
+    // Trusting the internal CA: the request goes through TLS to the granted origin.
+    let node = TestNode::start(
+        &dir.path().join("trusting"),
+        &["--outbound-ca-file", ca_file.to_str().unwrap()],
+    );
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &escalate_toml(&policy, ""),
+    ));
+    let answer = attempt(&node, "fetch", &[("url", &url)]);
+    assert_eq!(answer["outcome"], "ok", "{answer}");
+    assert_eq!(answer["detail"]["body"], "hello over tls");
+    node.terminate();
+    // Without it the same certificate is not trusted: the request fails, nothing is sent.
+    let node = TestNode::start(&dir.path().join("default-roots"), &[]);
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &escalate_toml(&policy, ""),
+    ));
+    let answer = attempt(&node, "fetch", &[("url", &url)]);
+    assert_eq!(answer["outcome"], "error", "{answer}");
+    // A CA file that holds no certificate stops the node with a clear message.
+    let bad = dir.path().join("empty.pem");
+    std::fs::write(&bad, "nothing here").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("bad"))
+        .arg("--outbound-ca-file")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("empty.pem") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+}
