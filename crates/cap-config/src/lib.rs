@@ -164,17 +164,8 @@ pub fn add_to_linker<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runway_policy::{AuditEvent, AuditSink, Caller, Policy, PolicyMode};
-    use std::sync::Mutex;
+    use runway_policy::{Caller, MemoryAudit, Policy, PolicyMode};
     use store::Host as _;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<AuditEvent>>);
-    impl AuditSink for Collect {
-        fn record(&self, event: AuditEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
 
     struct Fixed;
     impl SecretSource for Fixed {
@@ -187,7 +178,7 @@ mod tests {
         }
     }
 
-    fn host(mode: PolicyMode, sink: Arc<Collect>) -> ConfigHost {
+    fn host(mode: PolicyMode, sink: Arc<MemoryAudit>) -> ConfigHost {
         let policy: Policy = toml::from_str("secrets = [\"PAYMENT_KEY\", \"UNSET\"]").unwrap();
         let caller = Caller {
             environment: "prod".into(),
@@ -205,7 +196,7 @@ mod tests {
 
     #[test]
     fn config_and_granted_secrets_only() {
-        let sink = Arc::new(Collect::default());
+        let sink = Arc::new(MemoryAudit::default());
         let mut host = host(PolicyMode::Enforce, sink.clone());
         assert_eq!(host.get("REGION".into()).unwrap().as_deref(), Some("eu"));
         assert_eq!(
@@ -231,7 +222,7 @@ mod tests {
                 ("PAYMENT_KEY".to_owned(), "sk_live_123".to_owned())
             ]
         );
-        let events = sink.0.lock().unwrap();
+        let events = sink.take();
         let targets: Vec<&str> = events.iter().map(|e| e.attempt.target.as_str()).collect();
         assert_eq!(targets, ["DB_PASSWORD", "NO_SUCH_NAME"]);
         let mut output = b"paying with sk_live_123 now; sk_live_123".to_vec();
@@ -244,12 +235,12 @@ mod tests {
 
     #[test]
     fn audit_mode_reveals_and_records() {
-        let sink = Arc::new(Collect::default());
+        let sink = Arc::new(MemoryAudit::default());
         let mut host = host(PolicyMode::Audit, sink.clone());
         assert_eq!(
             host.get("DB_PASSWORD".into()).unwrap().as_deref(),
             Some("hunter2")
         );
-        assert!(!sink.0.lock().unwrap()[0].enforced);
+        assert!(!sink.take()[0].enforced);
     }
 }

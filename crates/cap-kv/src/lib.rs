@@ -282,17 +282,9 @@ impl FunctionKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runway_policy::{AuditEvent, AuditSink, Caller, Policy, PolicyMode};
+    use runway_policy::{Caller, MemoryAudit, Policy, PolicyMode};
 
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<AuditEvent>>);
-    impl AuditSink for Collect {
-        fn record(&self, event: AuditEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
-
-    fn function(store: &KvStore, policy: &str, sink: Arc<Collect>) -> FunctionKv {
+    fn function(store: &KvStore, policy: &str, sink: Arc<MemoryAudit>) -> FunctionKv {
         let policy: Policy = toml::from_str(policy).unwrap();
         let caller = Caller {
             environment: "prod".into(),
@@ -311,7 +303,7 @@ mod tests {
     fn grants_limit_reads_writes_and_listing() {
         let dir = tempfile::tempdir().unwrap();
         let store = KvStore::open(dir.path()).unwrap();
-        let sink = Arc::new(Collect::default());
+        let sink = Arc::new(MemoryAudit::default());
         let admin = function(&store, "kv = [\"write:*\"]", sink.clone());
         admin.set("cache/a", b"1").unwrap();
         admin.set("secret/x", b"hidden").unwrap();
@@ -350,7 +342,7 @@ mod tests {
         assert_eq!(next, None);
         let reader = function(&store, "kv = [\"read:*\"]", sink.clone());
         assert_eq!(reader.get("secret/x").unwrap(), Some(b"hidden".to_vec()));
-        let events = sink.0.lock().unwrap();
+        let events = sink.take();
         let targets: Vec<&str> = events.iter().map(|e| e.attempt.target.as_str()).collect();
         assert_eq!(
             targets,

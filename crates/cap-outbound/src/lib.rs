@@ -346,18 +346,9 @@ impl WasiHttpHooks for OutboundHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runway_policy::{AuditEvent, AuditSink, Caller, Policy, PolicyMode};
-    use std::sync::Mutex;
+    use runway_policy::{Caller, MemoryAudit, Policy, PolicyMode};
 
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<AuditEvent>>);
-    impl AuditSink for Collect {
-        fn record(&self, event: AuditEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
-
-    fn outbound(policy: &str, resolver: Resolver, sink: Arc<Collect>) -> Arc<FunctionOutbound> {
+    fn outbound(policy: &str, resolver: Resolver, sink: Arc<MemoryAudit>) -> Arc<FunctionOutbound> {
         let policy: Policy = toml::from_str(policy).unwrap();
         let caller = Caller {
             environment: "prod".into(),
@@ -377,7 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn origins_and_addresses_are_checked_before_connecting() {
-        let sink = Arc::new(Collect::default());
+        let sink = Arc::new(MemoryAudit::default());
         let resolver = Resolver::with_overrides(&[
             "api.example.com=93.184.216.34",
             "rebind.example.com=127.0.0.1",
@@ -424,7 +415,7 @@ mod tests {
                 "{internal}"
             );
         }
-        let events = sink.0.lock().unwrap();
+        let events = sink.take();
         assert_eq!(events.len(), 9);
         assert!(
             events[8].attempt.target.contains("169.254.169.254"),

@@ -1,18 +1,9 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runway_policy::{AuditEvent, AuditSink, Caller, Guard, Policy, PolicyMode};
+use runway_policy::{AuditEvent, Caller, Guard, MemoryAudit, Policy, PolicyMode};
 
 use super::*;
-
-#[derive(Default)]
-struct Collect(Mutex<Vec<AuditEvent>>);
-
-impl AuditSink for Collect {
-    fn record(&self, event: AuditEvent) {
-        self.0.lock().unwrap().push(event);
-    }
-}
 
 const SCHEMA: &str = "
     CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, card TEXT);
@@ -33,7 +24,7 @@ const SCHEMA: &str = "
 struct Fixture {
     _dir: tempfile::TempDir,
     db: SqlDatabase,
-    sink: Arc<Collect>,
+    sink: Arc<MemoryAudit>,
 }
 
 impl Fixture {
@@ -44,7 +35,7 @@ impl Fixture {
         Fixture {
             _dir: dir,
             db,
-            sink: Arc::new(Collect::default()),
+            sink: Arc::new(MemoryAudit::default()),
         }
     }
 
@@ -82,7 +73,7 @@ impl Fixture {
     }
 
     fn events(&self) -> Vec<AuditEvent> {
-        std::mem::take(&mut *self.sink.0.lock().unwrap())
+        self.sink.take()
     }
 }
 

@@ -9,8 +9,18 @@ use anyhow::{Context, bail};
 use runway_policy::{ImportVerdict, Policy, vet};
 use runway_server::{AuditResponse, SecretInfo, SecretsResponse, SqlRowsResponse, SuggestResponse};
 
+use reqwest::blocking::RequestBuilder;
+
 use crate::client::{AdminClient, ServerArgs};
 use crate::table;
+
+/// Names the environment a request is for, when the command was given `--env`.
+fn with_env(request: RequestBuilder, env: &Option<String>) -> RequestBuilder {
+    match env {
+        Some(env) => request.query(&[("env", env)]),
+        None => request,
+    }
+}
 
 fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
@@ -191,19 +201,15 @@ pub fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             let client = AdminClient::new(&server.server)?;
-            let mut request = client.put(&format!("/v1/secrets/{name}")).body(value);
-            if let Some(env) = &env {
-                request = request.query(&[("env", env)]);
-            }
+            let request = client.put(&format!("/v1/secrets/{name}")).body(value);
+            let request = with_env(request, &env);
             let info: SecretInfo = client.json(request)?;
             println!("secret {} set ({})", info.name, time(info.updated_at_ms));
         }
         SecretCommand::Ls { env, json, server } => {
             let client = AdminClient::new(&server.server)?;
-            let mut request = client.get("/v1/secrets");
-            if let Some(env) = &env {
-                request = request.query(&[("env", env)]);
-            }
+            let request = client.get("/v1/secrets");
+            let request = with_env(request, &env);
             let list: SecretsResponse = client.json(request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -254,10 +260,8 @@ pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let client = AdminClient::new(&server.server)?;
-            let mut request = client.post("/v1/sql/apply").body(text);
-            if let Some(env) = &env {
-                request = request.query(&[("env", env)]);
-            }
+            let request = client.post("/v1/sql/apply").body(text);
+            let request = with_env(request, &env);
             let answer: serde_json::Value = client
                 .json(request)
                 .with_context(|| format!("while applying {}", file.display()))?;
@@ -274,10 +278,8 @@ pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
             server,
         } => {
             let client = AdminClient::new(&server.server)?;
-            let mut request = client.post("/v1/sql/query").body(statement);
-            if let Some(env) = &env {
-                request = request.query(&[("env", env)]);
-            }
+            let request = client.post("/v1/sql/query").body(statement);
+            let request = with_env(request, &env);
             let rows: SqlRowsResponse = client.json(request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -239,6 +239,23 @@ impl AuditSink for DiscardAudit {
     fn record(&self, _event: AuditEvent) {}
 }
 
+/// An audit sink that keeps events in memory, for tests and tools that vet in-process.
+#[derive(Debug, Default)]
+pub struct MemoryAudit(std::sync::Mutex<Vec<AuditEvent>>);
+
+impl MemoryAudit {
+    /// Removes and returns the events recorded so far.
+    pub fn take(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn record(&self, event: AuditEvent) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
 /// A call the policy refused: the error a function receives, naming what and how to grant it.
 ///
 /// It never contains a secret's value, only names, tables, keys and origins.
@@ -365,21 +382,12 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<AuditEvent>>);
-    impl AuditSink for Collect {
-        fn record(&self, event: AuditEvent) {
-            self.0.lock().unwrap().push(event);
-        }
-    }
 
     fn policy(text: &str) -> Policy {
         toml::from_str(text).unwrap()
     }
 
-    fn guard(mode: PolicyMode, sink: Arc<Collect>) -> Guard {
+    fn guard(mode: PolicyMode, sink: Arc<MemoryAudit>) -> Guard {
         let caller = Caller {
             environment: "prod".into(),
             function: "orders-api".into(),
@@ -424,7 +432,7 @@ mod tests {
 
     #[test]
     fn enforce_mode_refuses_and_records() {
-        let sink = Arc::new(Collect::default());
+        let sink = Arc::new(MemoryAudit::default());
         let guard = guard(PolicyMode::Enforce, sink.clone());
         assert!(guard.decide(true, || unreachable!()).is_ok());
         let denied = guard
@@ -438,7 +446,7 @@ mod tests {
             message.contains("sql = [\"select:customers\"]"),
             "{message}"
         );
-        let events = sink.0.lock().unwrap();
+        let events = sink.take();
         assert_eq!(events.len(), 1);
         assert!(events[0].enforced);
         assert_eq!(events[0].caller.release, 3);
@@ -446,7 +454,7 @@ mod tests {
 
     #[test]
     fn audit_mode_lets_through_but_records() {
-        let sink = Arc::new(Collect::default());
+        let sink = Arc::new(MemoryAudit::default());
         let guard = guard(PolicyMode::Audit, sink.clone());
         assert!(
             guard
@@ -455,7 +463,7 @@ mod tests {
         );
         let denied = guard.refuse_always(Attempt::new(Capability::Sql, "pragma", "table_info"));
         assert!(denied.to_string().contains("never allowed"), "{denied}");
-        let events = sink.0.lock().unwrap();
+        let events = sink.take();
         assert_eq!((events[0].enforced, events[1].enforced), (false, true));
     }
 }
