@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::support::{
-    TestNode, examples, http_server, manifest, runway, runway_with_stdin, tempdir, wasm,
+    TestNode, examples, http_server, manifest, read_head, runway, runway_with_stdin, tempdir, wasm,
 };
 
 /// Extra schema for the escalation tests: a view and a trigger that reach `customers`.
@@ -754,7 +754,7 @@ fn inspect_prints_imports_exports_and_the_least_policy() {
 /// A certificate authority and a TLS server whose certificate it signed (for 127.0.0.1);
 /// returns the server's port and the CA in PEM.
 fn tls_server() -> (u16, String) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -785,14 +785,7 @@ fn tls_server() -> (u16, String) {
                 continue;
             };
             let mut tls = rustls::StreamOwned::new(connection, tcp);
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match tls.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
+            read_head(&mut tls);
             let body = "hello over tls";
             _ = tls.write_all(
                 format!(

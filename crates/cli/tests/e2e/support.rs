@@ -343,23 +343,29 @@ pub fn runway_with_stdin(args: &[&str], server: &str, input: &str) -> Cli {
     Cli::from(child.wait_with_output().unwrap())
 }
 
+/// Reads an HTTP request up to the end of its headers.
+pub fn read_head(stream: &mut impl std::io::Read) -> Vec<u8> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    request
+}
+
 /// A tiny HTTP/1.1 server on a free loopback port answering with `answer(path)`:
 /// (status, extra header lines, body). Runs until the test process ends.
 pub fn http_server(answer: fn(&str, u16) -> (u16, String, String)) -> u16 {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
+            let request = read_head(&mut stream);
             let text = String::from_utf8_lossy(&request);
             let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
             let (status, headers, body) = answer(&path, port);
