@@ -375,6 +375,20 @@ pub struct ReleasesArgs {
     pub json: bool,
 }
 
+/// `enforce, 3 grants, 1 import not granted` for the releases table.
+fn policy_summary(release: &ReleaseInfo) -> String {
+    let policy = &release.policy;
+    let grants = policy.sql.len() + policy.kv.len() + policy.outbound.len() + policy.secrets.len();
+    let mut summary = format!("{}, {grants} grants", release.policy_mode.as_str());
+    if let Some(vetting) = &release.vetting {
+        let refused = vetting.not_granted().count();
+        if refused > 0 {
+            summary.push_str(&format!(", {refused} imports not granted"));
+        }
+    }
+    summary
+}
+
 pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(&args.server.server)?;
     let releases: Vec<ReleaseInfo> =
@@ -396,12 +410,13 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
                     UNIX_EPOCH + Duration::from_millis(r.created_at_ms as u64),
                 )
                 .to_string(),
+                policy_summary(r),
             ]
         })
         .collect();
     table::print(
         &[
-            "RELEASE", "ARTIFACT", "MEMORY", "TIMEOUT", "ROUTES", "CREATED",
+            "RELEASE", "ARTIFACT", "MEMORY", "TIMEOUT", "ROUTES", "CREATED", "POLICY",
         ],
         &rows,
     );

@@ -641,6 +641,8 @@ fn strict_vetting_refuses_ungranted_imports_and_production_refuses_audit_mode() 
     );
     assert_eq!(verdict("runway:platform/sql").as_deref(), Some("granted"));
     assert_eq!(verdict("wasi:http/types").as_deref(), Some("provided"));
+    let table = node.cli(&["releases", "escalate"]);
+    assert!(table.ok().contains("enforce, 3 grants"), "{}", table.stdout);
 }
 
 #[test]
