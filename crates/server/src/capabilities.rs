@@ -184,17 +184,24 @@ enum AuditMessage {
 
 /// The audit sink: counts each event in `/metrics` at once and hands it to a writer thread,
 /// so a denial never waits on the database.
+///
+/// The queue is bounded: a function that floods denials faster than the store can write
+/// them (millions per second from a tight loop) cannot grow the node's memory without end.
+/// Records beyond the queue are dropped and counted in `runway_audit_dropped_total`; the
+/// denial counters in `/metrics` still count every one.
 pub(crate) struct AuditLog {
-    sender: mpsc::Sender<AuditMessage>,
+    sender: mpsc::SyncSender<AuditMessage>,
     metrics: Arc<Metrics>,
 }
 
 /// Records written per database transaction, at most.
 const AUDIT_BATCH: usize = 512;
+/// Records waiting for the writer, at most (about 20 MB).
+const AUDIT_QUEUE: usize = 100_000;
 
 impl AuditLog {
     fn start(store: Arc<dyn ControlStore>, metrics: Arc<Metrics>) -> Arc<AuditLog> {
-        let (sender, receiver) = mpsc::channel::<AuditMessage>();
+        let (sender, receiver) = mpsc::sync_channel::<AuditMessage>(AUDIT_QUEUE);
         std::thread::Builder::new()
             .name("runway-audit".into())
             .spawn(move || write_audit(store.as_ref(), &receiver))
@@ -259,7 +266,7 @@ impl AuditSink for AuditLog {
                 .with_label_values(&labels)
                 .inc();
         }
-        tracing::info!(
+        tracing::debug!(
             target: "runway::audit",
             function = %caller.function,
             capability,
@@ -284,6 +291,9 @@ impl AuditSink for AuditLog {
             target: event.attempt.target,
             decision: if event.enforced { "denied" } else { "allowed" }.to_owned(),
         };
-        _ = self.sender.send(AuditMessage::Record(record));
+        if let Err(mpsc::TrySendError::Full(_)) = self.sender.try_send(AuditMessage::Record(record))
+        {
+            self.metrics.audit_dropped.inc();
+        }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub(crate) compiles: IntCounterVec,
     pub(crate) records_written: IntCounter,
     pub(crate) policy_denials: IntCounterVec,
+    pub(crate) audit_dropped: IntCounter,
     pub(crate) policy_audit_only: IntCounterVec,
 }
 
@@ -89,14 +90,21 @@ impl Metrics {
             "Invocation records persisted by the meter writer",
         )
         .expect("valid");
+        let audit_dropped = IntCounter::new(
+            "runway_audit_dropped_total",
+            "Audit records dropped because a flood of denials outran the audit writer",
+        )
+        .expect("valid");
         for metric in [
             Box::new(functions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(deploys.clone()),
             Box::new(records_written.clone()),
+            Box::new(audit_dropped.clone()),
         ] {
             r.register(metric).expect("unique metric name");
         }
         Metrics {
+            audit_dropped,
             policy_denials: counter(
                 &r,
                 "runway_policy_denials_total",
