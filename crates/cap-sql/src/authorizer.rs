@@ -122,6 +122,28 @@ impl Checks {
         self.past_deadline
     }
 
+    /// A denial for a table SQLite says does not exist, unless the function holds a grant on
+    /// that name (then "no such table" is the developer's own mistake and is shown as is).
+    pub(crate) fn refuse_unknown_table(&mut self, name: &str) -> Option<Denied> {
+        let table = name.strip_prefix("main.").unwrap_or(name);
+        let granted = self
+            .guard
+            .policy()
+            .sql
+            .iter()
+            .any(|g| g.table.eq_ignore_ascii_case(table));
+        if granted {
+            return None;
+        }
+        self.guard
+            .refuse(Attempt::new(
+                Capability::Sql,
+                SqlOperation::Select.as_str(),
+                table.to_ascii_lowercase(),
+            ))
+            .err()
+    }
+
     /// A statement that writes without any table write being authorized.
     pub(crate) fn refuse_unchecked_write(&mut self, _sql: &str) -> Denied {
         // The statement text is not recorded: it may carry the function's data.

@@ -317,7 +317,18 @@ fn prepare<'c>(
         rusqlite::Error::MultipleStatement => {
             SqlError::Invalid("more than one statement: send one statement per call".into())
         }
-        err => SqlError::Invalid(sqlite_message(&err)),
+        err => {
+            let message = sqlite_message(&err);
+            // "No such table" for a table the function has no grant on would tell it which
+            // tables exist; it gets the same denial as for a table that does.
+            match message.strip_prefix("no such table: ") {
+                Some(table) => match checks.refuse_unknown_table(table) {
+                    Some(denied) => SqlError::Denied(denied),
+                    None => SqlError::Invalid(message),
+                },
+                None => SqlError::Invalid(message),
+            }
+        }
     })?;
     if !stmt.readonly() && !checks.write_is_checked(sql) {
         // Nothing the statement writes went through the authorizer (VACUUM, VACUUM INTO):

@@ -395,3 +395,29 @@ fn cached_statements_keep_their_verdict_and_refused_ones_are_never_cached() {
     let err = sql.query("SELECT id FROM orders", &[], soon()).unwrap_err();
     assert!(matches!(err, SqlError::Denied(_)), "{err}");
 }
+
+#[test]
+fn a_missing_table_looks_like_any_other_ungranted_table() {
+    let f = Fixture::new();
+    let sql = f.function(ORDERS_POLICY, PolicyMode::Enforce);
+    let missing = sql.query("SELECT * FROM payroll", &[], soon()).unwrap_err();
+    let existing = sql
+        .query("SELECT * FROM customers", &[], soon())
+        .unwrap_err();
+    assert!(matches!(missing, SqlError::Denied(_)), "{missing}");
+    assert!(matches!(existing, SqlError::Denied(_)), "{existing}");
+    assert_eq!(
+        missing.to_string().replace("payroll", "X"),
+        existing.to_string().replace("customers", "X")
+    );
+    // A typo in a granted table's name is the developer's, and says so.
+    let f2 = Fixture::new();
+    let own = f2.function("sql = [\"select:order_items\"]", PolicyMode::Enforce);
+    let err = own
+        .query("SELECT * FROM order_items", &[], soon())
+        .unwrap_err();
+    assert!(
+        matches!(err, SqlError::Invalid(ref m) if m.contains("no such table")),
+        "{err}"
+    );
+}
