@@ -19,6 +19,10 @@ pub use host::{Bucket, KvHost, KvView, add_to_linker};
 pub const MAX_KEY_BYTES: usize = 1024;
 /// The largest value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Keys one batch call may name.
+pub const MAX_BATCH_KEYS: usize = 1000;
+/// Bytes one `get-many` may return.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Keys returned per `list-keys` page.
 pub const LIST_PAGE: usize = 1000;
 
@@ -207,9 +211,12 @@ impl FunctionKv {
 
     /// Values of several keys; every key is checked before any is read.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, KvError> {
+        Self::check_batch(keys.len())?;
         for key in keys {
             self.check(KvAccess::Read, key)?;
         }
+        // The same large key named many times must not multiply the node's memory.
+        let mut total = 0usize;
         keys.iter()
             .map(|key| {
                 let value = self.store.with(|conn| {
@@ -217,13 +224,29 @@ impl FunctionKv {
                         .query_row([key], |row| row.get::<_, Vec<u8>>(0))
                         .optional()
                 })?;
+                total += value.as_ref().map_or(0, Vec::len);
+                if total > MAX_BATCH_BYTES {
+                    return Err(KvError::Invalid(format!(
+                        "get-many would return more than {MAX_BATCH_BYTES} bytes; ask for fewer keys"
+                    )));
+                }
                 Ok(value.map(|v| (key.clone(), v)))
             })
             .collect()
     }
 
+    fn check_batch(len: usize) -> Result<(), KvError> {
+        if len > MAX_BATCH_KEYS {
+            return Err(KvError::Invalid(format!(
+                "a batch may name at most {MAX_BATCH_KEYS} keys; this one names {len}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Sets several keys in one transaction; every key is checked before any is written.
     pub fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        Self::check_batch(pairs.len())?;
         for (key, value) in pairs {
             self.check(KvAccess::Write, key)?;
             Self::check_value(value)?;
@@ -243,6 +266,7 @@ impl FunctionKv {
 
     /// Removes several keys in one transaction; every key is checked first.
     pub fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
+        Self::check_batch(keys.len())?;
         for key in keys {
             self.check(KvAccess::Write, key)?;
         }

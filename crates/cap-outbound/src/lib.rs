@@ -186,23 +186,25 @@ impl FunctionOutbound {
                 Attempt::new(Capability::Outbound, method, origin.as_str())
             })
             .map_err(|_| HttpError::HttpRequestDenied)?;
-        // Internal destinations are reachable only through a grant that names them itself
-        // (or, in audit mode, a request that does, so the suggested grant would).
-        let named_internal = match grant {
-            Some(grant) => grant.names_internal_destination(),
-            None => runway_policy::OutboundGrant::parse(&origin)
-                .map(|g| g.names_internal_destination())
-                .unwrap_or(false),
-        };
+        // Internal destinations are reachable only through a grant that names them itself,
+        // in audit mode too: audit mode discovers grants, it does not open the node's own
+        // network to the function. The origin is still recorded, so it can be suggested.
+        let named_internal = grant.is_some_and(|g| g.names_internal_destination());
         let addrs = self.network.resolver.resolve(&host, port).await?;
         if !named_internal
             && let Some(internal) = addrs.iter().find(|a| !address::is_public(a.ip()))
         {
-            self.guard.refuse_always(Attempt::new(
-                Capability::Outbound,
-                "connect",
-                format!("{origin} (resolved to internal address {})", internal.ip()),
-            ));
+            let attempt = if grant.is_none() && host_names_itself(&host, internal.ip()) {
+                // Audit mode, an internal origin no grant names: what a grant would name.
+                Attempt::new(Capability::Outbound, method, origin.as_str())
+            } else {
+                Attempt::new(
+                    Capability::Outbound,
+                    "connect",
+                    format!("{origin} (resolved to internal address {})", internal.ip()),
+                )
+            };
+            self.guard.refuse_always(attempt);
             return Err(HttpError::DestinationIpProhibited);
         }
         Ok(Vetted {
@@ -265,6 +267,12 @@ impl FunctionOutbound {
             }
         }
     }
+}
+
+/// Whether the request named the internal address itself (an IP literal or `localhost`)
+/// rather than a public-looking name that resolved to it.
+fn host_names_itself(host: &str, ip: IpAddr) -> bool {
+    host.parse::<IpAddr>() == Ok(ip) || host == "localhost" || host.ends_with(".localhost")
 }
 
 fn origin(scheme: Scheme, host: &str, port: u16) -> String {

@@ -92,14 +92,20 @@ impl Checks {
 
     /// Decides the schema-less reads of a prepared statement: names that were CTEs need
     /// nothing; any other name is a table and needs its grant.
-    pub(crate) fn settle_unplaced_reads(&mut self) {
+    ///
+    /// `is_table` says whether `main` has a real table of that name: a CTE named like a
+    /// table elsewhere in the statement must not excuse a read of that table.
+    pub(crate) fn settle_unplaced_reads(&mut self, is_table: impl Fn(&str) -> bool) {
         let reads = std::mem::take(&mut self.unplaced_reads);
         for table in reads {
+            if PURE_TABLE_FUNCTIONS.contains(&table.to_ascii_lowercase().as_str()) {
+                continue;
+            }
             let is_cte = self
                 .accessors
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(&table));
-            if !is_cte {
+            if !is_cte || is_table(&table) {
                 self.table_access(SqlOperation::Select, Some("main"), &table);
             }
         }

@@ -169,6 +169,12 @@ impl SqlDatabase {
 
 /// Idle connections kept per release; more are opened under load and closed after.
 const IDLE_CONNECTIONS: usize = 4;
+/// `;` characters accepted in one statement's text (in literals and comments too).
+const MAX_SEMICOLONS: usize = 64;
+/// The largest string or blob a function's SQL may produce or store.
+const MAX_VALUE_BYTES: i32 = 4 << 20;
+/// The most columns a function's query may return or a table it creates may have.
+const MAX_COLUMNS: i32 = 128;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
 /// How many SQLite virtual-machine steps run between deadline checks.
@@ -211,13 +217,14 @@ impl FunctionSql {
         self.with_connection(deadline, |conn, checks| {
             let mut stmt = prepare(conn, checks, sql)?;
             let readonly = stmt.readonly();
-            in_transaction(conn, checks, readonly, || {
+            let rows = in_transaction(conn, checks, readonly, || {
                 collect_rows(
                     &mut stmt,
                     rusqlite::params_from_iter(params),
                     self.max_result_bytes,
                 )
-            })
+            });
+            discard_if_denied(stmt, rows)
         })
     }
 
@@ -226,11 +233,12 @@ impl FunctionSql {
         self.with_connection(deadline, |conn, checks| {
             let mut stmt = prepare(conn, checks, sql)?;
             let readonly = stmt.readonly();
-            in_transaction(conn, checks, readonly, || {
+            let changed = in_transaction(conn, checks, readonly, || {
                 stmt.execute(rusqlite::params_from_iter(params))
                     .map(|n| n as u64)
                     .map_err(run_error)
-            })
+            });
+            discard_if_denied(stmt, changed)
         })
     }
 
@@ -270,7 +278,9 @@ impl FunctionSql {
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
             conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
             conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 1 << 20)?;
-            conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, 16 << 20)?;
+            conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+            conn.set_limit(Limit::SQLITE_LIMIT_COLUMN, MAX_COLUMNS)?;
+            conn.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000)?;
             Ok(())
         };
         setup().map_err(|e| db.error(e))?;
@@ -301,11 +311,20 @@ fn prepare<'c>(
     checks: &Mutex<Checks>,
     sql: &str,
 ) -> Result<rusqlite::CachedStatement<'c>, SqlError> {
+    // rusqlite looks for a second statement by preparing the rest of the text recursively,
+    // one stack frame per `;`: a text of thousands of empty statements would overflow the
+    // stack. One statement needs few.
+    if sql.bytes().filter(|b| *b == b';').count() > MAX_SEMICOLONS {
+        return Err(SqlError::Invalid(format!(
+            "the statement contains more than {MAX_SEMICOLONS} `;`: send one statement per call"
+        )));
+    }
     let prepared = conn.prepare_cached(sql);
     let mut checks = checks.lock().expect("checks lock");
     let fresh = checks.freshly_prepared();
     if prepared.is_ok() && fresh {
-        checks.settle_unplaced_reads();
+        checks
+            .settle_unplaced_reads(|table| conn.table_exists(Some("main"), table).unwrap_or(true));
     }
     if let Some(denied) = checks.take_denial() {
         if let Ok(stmt) = prepared {
@@ -366,6 +385,18 @@ fn in_transaction<R>(
     result
 }
 
+/// A statement refused while it ran (SQLite re-prepared it after a schema change and the
+/// new plan reads what is not granted) leaves the cache, so its next use is checked anew.
+fn discard_if_denied<R>(
+    stmt: rusqlite::CachedStatement<'_>,
+    result: Result<R, SqlError>,
+) -> Result<R, SqlError> {
+    if matches!(result, Err(SqlError::Denied(_))) {
+        stmt.discard();
+    }
+    result
+}
+
 /// Runs one of Runway's own statements, past the authorizer.
 fn trusted(conn: &Connection, checks: &Mutex<Checks>, sql: &str) -> rusqlite::Result<()> {
     checks.lock().expect("checks lock").trusted = true;
@@ -377,8 +408,9 @@ fn trusted(conn: &Connection, checks: &Mutex<Checks>, sql: &str) -> rusqlite::Re
 /// Maps the result of running a statement, preferring a denial recorded while it ran.
 fn finish<R>(checks: &Mutex<Checks>, result: Result<R, SqlError>) -> Result<R, SqlError> {
     let mut checks = checks.lock().expect("checks lock");
-    // Reads SQLite reported while re-preparing the statement after a schema change.
-    checks.settle_unplaced_reads();
+    // Reads SQLite reported while re-preparing the statement after a schema change: with
+    // no connection at hand to tell a CTE from a table, each must be granted.
+    checks.settle_unplaced_reads(|_| true);
     if let Some(denied) = checks.take_denial() {
         return Err(SqlError::Denied(denied));
     }
@@ -416,30 +448,37 @@ fn collect_rows(
     let mut rows = Vec::new();
     let mut bytes = 0usize;
     let mut cursor = stmt.query(params).map_err(run_error)?;
+    let too_large = || {
+        SqlError::Failed(format!(
+            "the result is larger than {max_bytes} bytes (the function's memory size); \
+             select fewer rows or columns (LIMIT)"
+        ))
+    };
     while let Some(row) = cursor.next().map_err(run_error)? {
         let mut values = Vec::with_capacity(width);
         for index in 0..width {
-            let value = match row.get_ref(index).map_err(run_error)? {
+            let raw = row.get_ref(index).map_err(run_error)?;
+            // Counted before copying, so one wide row cannot overshoot the budget.
+            bytes += 16
+                + match raw {
+                    rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                        b.len()
+                    }
+                    _ => 0,
+                };
+            if bytes > max_bytes {
+                return Err(too_large());
+            }
+            let value = match raw {
                 rusqlite::types::ValueRef::Null => Value::Null,
                 rusqlite::types::ValueRef::Integer(i) => Value::Integer(i),
                 rusqlite::types::ValueRef::Real(r) => Value::Real(r),
                 rusqlite::types::ValueRef::Text(t) => {
-                    bytes += t.len();
                     Value::Text(String::from_utf8_lossy(t).into_owned())
                 }
-                rusqlite::types::ValueRef::Blob(b) => {
-                    bytes += b.len();
-                    Value::Blob(b.to_vec())
-                }
+                rusqlite::types::ValueRef::Blob(b) => Value::Blob(b.to_vec()),
             };
-            bytes += 16;
             values.push(value);
-        }
-        if bytes > max_bytes {
-            return Err(SqlError::Failed(format!(
-                "the result is larger than {max_bytes} bytes (the function's memory size); \
-                 select fewer rows or columns (LIMIT)"
-            )));
         }
         rows.push(values);
     }

@@ -421,3 +421,45 @@ fn a_missing_table_looks_like_any_other_ungranted_table() {
         "{err}"
     );
 }
+
+#[test]
+fn hostile_statements_fail_cleanly_without_exhausting_the_node() {
+    let f = Fixture::new();
+    let sql = f.function(ORDERS_POLICY, PolicyMode::Enforce);
+    // Thousands of statements would overflow the stack of rusqlite's recursive check.
+    let err = sql
+        .query(&"SELECT 1;".repeat(100_000), &[], soon())
+        .unwrap_err();
+    assert!(
+        matches!(err, SqlError::Invalid(ref m) if m.contains("`;`")),
+        "{err}"
+    );
+    // A CTE named like a table does not excuse reading the real table elsewhere.
+    let err = sql
+        .query(
+            "SELECT (SELECT count(*) FROM customers), \
+             (WITH customers AS (SELECT 1) SELECT 1 FROM customers)",
+            &[],
+            soon(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, SqlError::Denied(_)), "{err}");
+    // Wide rows and huge values are refused before they are copied.
+    let err = sql
+        .query("SELECT zeroblob(8000000)", &[], soon())
+        .unwrap_err();
+    assert!(
+        matches!(err, SqlError::Failed(ref m) if m.contains("too big")),
+        "{err}"
+    );
+    let columns = vec!["zeroblob(1000000)"; 200].join(", ");
+    let err = sql
+        .query(&format!("SELECT {columns}"), &[], soon())
+        .unwrap_err();
+    assert!(!matches!(err, SqlError::Denied(_)), "{err}");
+    // count(*) over a table-valued function reads no table.
+    let rows = sql
+        .query("SELECT count(*) FROM json_each('[1,2]')", &[], soon())
+        .unwrap();
+    assert_eq!(rows.rows[0][0], Value::Integer(2));
+}

@@ -38,8 +38,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     match segments {
         // ::/96 (unspecified, loopback, deprecated IPv4-compatible)
         [0, 0, 0, 0, 0, 0, _, _] => false,
-        // NAT64 64:ff9b::/96 reaches the embedded IPv4 address.
+        // NAT64 64:ff9b::/96 reaches the embedded IPv4 address; 64:ff9b:1::/48 is local use.
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => is_public_v4(embedded_v4(hi, lo)),
+        [0x64, 0xff9b, 1, ..] => false,
         // 6to4 2002::/16 embeds an IPv4 address in segments 1 and 2.
         [0x2002, hi, lo, ..] => is_public_v4(embedded_v4(hi, lo)),
         // Teredo and documentation.
@@ -76,6 +77,7 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
             "2002:7f00:1::",
             "fd00::1",
             "fe80::1",

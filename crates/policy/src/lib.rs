@@ -175,7 +175,8 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// A new attempt.
+    /// A new attempt. Operation and target come from the function, so they are cut to
+    /// [`MAX_ATTEMPT_TEXT`] bytes: a function cannot grow the audit log by its own choice.
     pub fn new(
         capability: Capability,
         operation: impl Into<String>,
@@ -183,8 +184,8 @@ impl Attempt {
     ) -> Attempt {
         Attempt {
             capability,
-            operation: operation.into(),
-            target: target.into(),
+            operation: truncate(operation.into()),
+            target: truncate(target.into()),
         }
     }
 
@@ -199,6 +200,21 @@ impl Attempt {
             Capability::Secrets => Some(format!("secrets = [\"{}\"]", self.target)),
         }
     }
+}
+
+/// The longest operation or target an audit record keeps, in bytes.
+pub const MAX_ATTEMPT_TEXT: usize = 256;
+
+fn truncate(mut text: String) -> String {
+    if text.len() > MAX_ATTEMPT_TEXT {
+        let mut cut = MAX_ATTEMPT_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// Who made a call: the identity every audit event carries.
@@ -428,6 +444,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`drop:orders`"), "{err}");
+    }
+
+    #[test]
+    fn attempts_are_cut_to_a_bounded_size() {
+        let long = "é".repeat(10_000);
+        let attempt = Attempt::new(Capability::Secrets, "get", long);
+        assert!(attempt.target.len() <= MAX_ATTEMPT_TEXT + '…'.len_utf8());
+        assert!(attempt.target.ends_with('…'));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub fn suggest<'a>(current: &Policy, observed: impl IntoIterator<Item = &'a Atte
             Capability::Sql => sql.extend(SqlGrant::parse(&grant).ok()),
             Capability::Outbound => outbound.extend(OutboundGrant::parse(&attempt.target).ok()),
             Capability::Secrets => secrets.extend(SecretName::parse(&attempt.target).ok()),
+            // A key containing `*` would read as a wildcard grant; it is never suggested.
+            Capability::Kv if attempt.target.contains('*') => {}
             Capability::Kv => {
                 let segment = match attempt.target.split_once('/') {
                     Some((first, _)) => format!("{first}/"),

@@ -249,6 +249,11 @@ impl Runtime {
                 if !revealed.is_empty() {
                     runway_cap_config::redact(&mut stdout, revealed);
                     runway_cap_config::redact(&mut stderr, revealed);
+                    if let Some(text) = error.take() {
+                        let mut bytes = text.into_bytes();
+                        runway_cap_config::redact(&mut bytes, revealed);
+                        error = Some(String::from_utf8_lossy(&bytes).into_owned());
+                    }
                 }
                 on_done(Outcome {
                     started_at,

@@ -256,11 +256,21 @@ pub(crate) fn restore(
     metrics: &Metrics,
     capabilities: &PlatformCapabilities,
     environment: &str,
+    production: bool,
 ) -> Result<(RouteTable, RestoreSummary), crate::NodeError> {
     let mut summary = RestoreSummary::default();
     let mut functions = BTreeMap::new();
     for release in store.current_releases(environment)? {
         let name = release.config.name.to_string();
+        // The deploy rule holds across restarts: a node started with --production does not
+        // serve a release deployed in audit mode before.
+        if production && release.config.policy_mode == PolicyMode::Audit {
+            summary.failed.push(failed_release(
+                &release,
+                "policy_mode = \"audit\" is refused on a production node; redeploy it without policy_mode",
+            ));
+            continue;
+        }
         let digest = release.digest.clone();
         let loaded = ready(runtime, metrics, &digest, || {
             store.read_artifact(&digest)?.ok_or_else(|| {

@@ -228,6 +228,7 @@ impl Node {
             metrics.clone(),
         )?);
         let (routes, restored) = {
+            let production = config.production;
             let (store, runtime, metrics, env, capabilities) = (
                 store.clone(),
                 runtime.clone(),
@@ -236,7 +237,14 @@ impl Node {
                 capabilities.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                deploy::restore(store.as_ref(), &runtime, &metrics, &capabilities, &env)
+                deploy::restore(
+                    store.as_ref(),
+                    &runtime,
+                    &metrics,
+                    &capabilities,
+                    &env,
+                    production,
+                )
             })
             .await
             .expect("restore task panicked")?

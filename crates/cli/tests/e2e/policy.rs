@@ -667,7 +667,6 @@ fn audit_mode_records_would_be_denials_and_suggests_the_least_policy() {
         ("kv-set", vec![("key", "sessions/a1"), ("value", "x")]),
         ("kv-set", vec![("key", "sessions/b2"), ("value", "y")]),
         ("config", vec![("key", "PAYMENT_KEY")]),
-        ("fetch", vec![("url", &url)]),
     ];
     for (action, query) in &calls {
         let answer = attempt(&node, action, query);
@@ -676,15 +675,19 @@ fn audit_mode_records_would_be_denials_and_suggests_the_least_policy() {
             "audit mode lets {action} through: {answer}"
         );
     }
-    // Schema changes have no grant, so even audit mode refuses them.
+    // Schema changes have no grant, so even audit mode refuses them; and audit mode never
+    // opens the node's own network: an internal address no grant names stays refused (and
+    // recorded, so the suggestion can name it).
     let answer = attempt(&node, "sql-exec", &[("q", "DROP TABLE orders")]);
+    assert_eq!(answer["outcome"], "denied", "{answer}");
+    let answer = attempt(&node, "fetch", &[("url", &url)]);
     assert_eq!(answer["outcome"], "denied", "{answer}");
     node.eventually("would-be denials are audited", || {
         audit(&node)
             .iter()
             .filter(|r| r["decision"] == "allowed")
             .count()
-            >= 6
+            >= 5
     });
     let suggestion = node.cli(&["policy", "suggest", "escalate"]);
     let toml = suggestion.ok().to_owned();
@@ -710,6 +713,11 @@ fn audit_mode_records_would_be_denials_and_suggests_the_least_policy() {
             "the suggested policy allows {action}: {answer}"
         );
     }
+    let answer = attempt(&node, "fetch", &[("url", &url)]);
+    assert_eq!(
+        answer["outcome"], "ok",
+        "the suggested grant names the origin: {answer}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(audit(&node).len(), audited, "no new audit records");
 }
@@ -855,4 +863,22 @@ fn outbound_https_verifies_the_server_certificate() {
         stderr.contains("empty.pem") && stderr.contains("no PEM certificate"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_production_node_does_not_restore_a_function_in_audit_mode() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let node = TestNode::start(&data, &[]);
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &escalate_toml("", "policy_mode = \"audit\""),
+    ));
+    assert_eq!(node.get("/escalate/kv-keys").status(), 200);
+    node.terminate();
+    let node = TestNode::start(&data, &["--production"]);
+    assert_eq!(node.get("/escalate/kv-keys").status(), 404);
+    node.eventually("the refusal is reported at start", || {
+        node.output().contains("refused on a production node")
+    });
 }
