@@ -17,6 +17,7 @@
 
 mod authorizer;
 mod host;
+mod linear;
 mod row_hook;
 
 use std::path::{Path, PathBuf};
@@ -280,7 +281,8 @@ impl FunctionSql {
             conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 1 << 20)?;
             conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
             conn.set_limit(Limit::SQLITE_LIMIT_COLUMN, MAX_COLUMNS)?;
-            conn.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000)?;
+            conn.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 200)?;
+            linear::install(&conn)?;
             Ok(())
         };
         setup().map_err(|e| db.error(e))?;

@@ -463,3 +463,40 @@ fn hostile_statements_fail_cleanly_without_exhausting_the_node() {
         .unwrap();
     assert_eq!(rows.rows[0][0], Value::Integer(2));
 }
+
+#[test]
+fn instr_and_replace_behave_as_sqlite_in_linear_time() {
+    let f = Fixture::new();
+    let sql = f.function(ORDERS_POLICY, PolicyMode::Enforce);
+    let one = |q: &str| sql.query(q, &[], soon()).unwrap().rows[0][0].clone();
+    assert_eq!(one("SELECT instr('héllo wörld', 'wö')"), Value::Integer(7));
+    assert_eq!(one("SELECT instr('abc', '')"), Value::Integer(1));
+    assert_eq!(one("SELECT instr('abc', 'x')"), Value::Integer(0));
+    assert_eq!(one("SELECT instr(x'00010203', x'0203')"), Value::Integer(3));
+    assert_eq!(one("SELECT instr(12345, 34)"), Value::Integer(3));
+    assert_eq!(one("SELECT instr(NULL, 'a')"), Value::Null);
+    assert_eq!(
+        one("SELECT replace('aaaa', 'aa', 'b')"),
+        Value::Text("bb".into())
+    );
+    assert_eq!(
+        one("SELECT replace('abc', '', 'x')"),
+        Value::Text("abc".into())
+    );
+    assert_eq!(one("SELECT replace('abc', 'b', NULL)"), Value::Null);
+    assert_eq!(
+        one("SELECT replace(1.5, '.', ',')"),
+        Value::Text("1,5".into())
+    );
+    // SQLite's own versions compare at every position: this call would run for minutes,
+    // uninterruptible, and then fail at the deadline. The linear versions answer within it.
+    let rows = sql
+        .query(
+            "SELECT instr(replace(hex(zeroblob(1000000)), '0', 'a'), \
+             replace(hex(zeroblob(500000)), '0', 'a') || 'b')",
+            &[],
+            Instant::now() + Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(rows.rows[0][0], Value::Integer(0));
+}
