@@ -1,4 +1,8 @@
 //! The wasmtime host side of `wasi:keyvalue` (store, atomics, batch).
+//!
+//! Each operation runs on a blocking thread: the store is a SQLite file behind one lock per
+//! environment, and a slow disk or a busy neighbour must never hold an executor thread
+//! away from other requests.
 
 use std::sync::Arc;
 
@@ -10,6 +14,7 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "wasi:keyvalue/imports",
+        imports: { default: async },
         with: {
             "wasi:keyvalue/store.bucket": crate::Bucket,
         },
@@ -42,18 +47,30 @@ pub struct KvView<'a> {
 }
 
 impl KvView<'_> {
-    fn access(&self) -> Result<&FunctionKv, store::Error> {
-        self.host.kv.as_deref().ok_or_else(|| {
+    fn access(&self) -> Result<Arc<FunctionKv>, store::Error> {
+        self.host.kv.clone().ok_or_else(|| {
             store::Error::Other("key-value storage is not available on this node".into())
         })
     }
 
-    fn check_bucket(&self, bucket: &Resource<Bucket>) -> Result<(), store::Error> {
+    /// Checks the bucket handle and returns the access to run an operation with.
+    fn for_bucket(&self, bucket: &Resource<Bucket>) -> Result<Arc<FunctionKv>, store::Error> {
         self.table
             .get(bucket)
-            .map(drop)
-            .map_err(|err| store::Error::Other(err.to_string()))
+            .map_err(|err| store::Error::Other(err.to_string()))?;
+        self.access()
     }
+}
+
+/// Runs `op` on a blocking thread.
+async fn blocking<R: Send + 'static>(
+    kv: Arc<FunctionKv>,
+    op: impl FnOnce(&FunctionKv) -> Result<R, KvError> + Send + 'static,
+) -> Result<R, store::Error> {
+    tokio::task::spawn_blocking(move || op(&kv))
+        .await
+        .map_err(|err| store::Error::Other(format!("the operation did not finish: {err}")))?
+        .map_err(to_wit)
 }
 
 fn to_wit(err: KvError) -> store::Error {
@@ -64,7 +81,7 @@ fn to_wit(err: KvError) -> store::Error {
 }
 
 impl store::Host for KvView<'_> {
-    fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, store::Error> {
         self.access()?;
         match identifier.as_str() {
             "" | "default" => self
@@ -77,92 +94,93 @@ impl store::Host for KvView<'_> {
 }
 
 impl store::HostBucket for KvView<'_> {
-    fn get(
+    async fn get(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
     ) -> Result<Option<Vec<u8>>, store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.get(&key).map_err(to_wit)
+        blocking(self.for_bucket(&bucket)?, move |kv| kv.get(&key)).await
     }
 
-    fn set(
+    async fn set(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
         value: Vec<u8>,
     ) -> Result<(), store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.set(&key, &value).map_err(to_wit)
+        blocking(self.for_bucket(&bucket)?, move |kv| kv.set(&key, &value)).await
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.delete(&key).map_err(to_wit)
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
+        blocking(self.for_bucket(&bucket)?, move |kv| kv.delete(&key)).await
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.exists(&key).map_err(to_wit)
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<bool, store::Error> {
+        blocking(self.for_bucket(&bucket)?, move |kv| kv.exists(&key)).await
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, store::Error> {
-        self.check_bucket(&bucket)?;
-        let (keys, cursor) = self
-            .access()?
-            .list_keys(cursor.unwrap_or(0))
-            .map_err(to_wit)?;
+        let (keys, cursor) = blocking(self.for_bucket(&bucket)?, move |kv| {
+            kv.list_keys(cursor.unwrap_or(0))
+        })
+        .await?;
         Ok(store::KeyResponse { keys, cursor })
     }
 
-    fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
 }
 
 impl atomics::Host for KvView<'_> {
-    fn increment(
+    async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
         key: String,
         delta: u64,
     ) -> Result<u64, store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.increment(&key, delta).map_err(to_wit)
+        blocking(self.for_bucket(&bucket)?, move |kv| {
+            kv.increment(&key, delta)
+        })
+        .await
     }
 }
 
 impl batch::Host for KvView<'_> {
-    fn get_many(
+    async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.get_many(&keys).map_err(to_wit)
+        blocking(self.for_bucket(&bucket)?, move |kv| kv.get_many(&keys)).await
     }
 
-    fn set_many(
+    async fn set_many(
         &mut self,
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.set_many(&key_values).map_err(to_wit)
+        blocking(self.for_bucket(&bucket)?, move |kv| {
+            kv.set_many(&key_values)
+        })
+        .await
     }
 
-    fn delete_many(
+    async fn delete_many(
         &mut self,
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<(), store::Error> {
-        self.check_bucket(&bucket)?;
-        self.access()?.delete_many(&keys).map_err(to_wit)
+        blocking(self.for_bucket(&bucket)?, move |kv| kv.delete_many(&keys)).await
     }
 }
 
