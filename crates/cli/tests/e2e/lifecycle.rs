@@ -16,6 +16,10 @@ fn a_restarted_node_serves_the_same_functions_without_redeploy_or_recompile() {
     assert!(status.success());
 
     let node = TestNode::start(dir.path(), &[]);
+    // The summary line follows the address lines `start` waits for.
+    node.eventually("the start-up summary is printed", || {
+        node.output().contains("runway: serving")
+    });
     let output = node.output();
     assert!(
         output.contains("serving 1 functions")
