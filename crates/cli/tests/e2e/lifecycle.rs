@@ -158,20 +158,7 @@ fn a_taken_port_is_a_clear_start_up_error() {
     let dir = tempdir();
     let node = TestNode::start(&dir.path().join("a"), &[]);
     let taken = node.gateway.trim_start_matches("http://").to_owned();
-    let out = Command::new(env!("CARGO_BIN_EXE_runway"))
-        .args([
-            "serve",
-            "--listen",
-            &taken,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("b"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refused(&dir.path().join("b"), &["--listen", &taken]);
     assert!(
         stderr.contains(&format!("cannot listen on {taken} for the gateway"))
             && stderr.contains("--listen"),

@@ -5,7 +5,8 @@
 use serde_json::Value;
 
 use crate::support::{
-    TestNode, examples, http_server, manifest, read_head, runway, runway_with_stdin, tempdir, wasm,
+    TestNode, examples, http_server, manifest, read_head, runway, runway_with_stdin, serve_refused,
+    tempdir, wasm,
 };
 
 /// Extra schema for the escalation tests: a view and a trigger that reach `customers`.
@@ -843,22 +844,10 @@ fn outbound_https_verifies_the_server_certificate() {
     // A CA file that holds no certificate stops the node with a clear message.
     let bad = dir.path().join("empty.pem");
     std::fs::write(&bad, "nothing here").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runway"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("bad"))
-        .arg("--outbound-ca-file")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refused(
+        &dir.path().join("bad"),
+        &["--outbound-ca-file", bad.to_str().unwrap()],
+    );
     assert!(
         stderr.contains("empty.pem") && stderr.contains("no PEM certificate"),
         "{stderr}"

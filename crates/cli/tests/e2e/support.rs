@@ -323,6 +323,27 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// Runs `runway serve` on `data_dir` with `args` (free loopback ports unless `args` name
+/// others), expects it to refuse to start, and returns its stderr.
+#[track_caller]
+pub fn serve_refused(data_dir: &Path, args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
+    command.arg("serve");
+    for flag in ["--listen", "--admin-listen"] {
+        if !args.contains(&flag) {
+            command.args([flag, "127.0.0.1:0"]);
+        }
+    }
+    let out = command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("running runway serve");
+    assert!(!out.status.success(), "runway serve started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs the CLI with `input` on its standard input.
 pub fn runway_with_stdin(args: &[&str], server: &str, input: &str) -> Cli {
     use std::io::Write;
