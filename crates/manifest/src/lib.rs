@@ -7,6 +7,7 @@
 //! or storage dependency, so the CLI and the server validate with exactly the same code.
 
 mod route;
+mod triggers;
 mod units;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use route::{Method, Route, RouteConflict, RouteKind};
+pub use runway_access::{JwtSettings, Rate};
 pub use runway_policy::{Policy, PolicyMode};
+pub use triggers::{
+    CronExpr, Expiry, InvocationAuth, MAX_ATTEMPTS, MissedTicks, QueueTrigger, ScheduleTrigger,
+    Zone,
+};
 pub use units::{ByteSize, HumanDuration};
 
 /// The file name `runway deploy` looks for in a folder.
@@ -121,14 +127,9 @@ pub struct HttpTrigger {
     /// Accepted methods; empty means every method.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<Method>,
-}
-
-/// One `[[function.trigger]]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trigger {
-    /// An HTTP route.
-    pub http: HttpTrigger,
+    /// Who may call this route; default `public`.
+    #[serde(default, skip_serializing_if = "InvocationAuth::is_public")]
+    pub auth: InvocationAuth,
 }
 
 /// The frozen configuration of one function: what a release records and the runtime reads.
@@ -156,6 +157,21 @@ pub struct FunctionConfig {
     /// Enforce the policy (the default) or only audit calls beyond it.
     #[serde(default, skip_serializing_if = "is_enforce")]
     pub policy_mode: PolicyMode,
+    /// Cron schedules that invoke the function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleTrigger>,
+    /// Present when the function accepts asynchronous invocations, with their retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueTrigger>,
+    /// The key set and claims that `auth = "jwt"` routes check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSettings>,
+    /// Invocations that may run at once; beyond it callers get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// When the function stops serving (410 Gone) and is retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Expiry>,
 }
 
 fn is_enforce(mode: &PolicyMode) -> bool {
@@ -163,6 +179,25 @@ fn is_enforce(mode: &PolicyMode) -> bool {
 }
 
 impl FunctionConfig {
+    /// A function with the default size and timeout and nothing else: no routes, no grants.
+    pub fn new(name: FunctionName) -> FunctionConfig {
+        FunctionConfig {
+            name,
+            memory: DEFAULT_MEMORY,
+            timeout: DEFAULT_TIMEOUT,
+            env: BTreeMap::new(),
+            http: Vec::new(),
+            config: BTreeMap::new(),
+            policy: Policy::default(),
+            policy_mode: PolicyMode::Enforce,
+            schedules: Vec::new(),
+            queue: None,
+            jwt: None,
+            max_concurrency: None,
+            expires: None,
+        }
+    }
+
     /// Problems with this function on its own, each a full sentence.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -212,6 +247,42 @@ impl FunctionConfig {
                 ));
             }
         }
+        if self.max_concurrency == Some(0) {
+            problems.push(format!(
+                "function `{name}`: max_concurrency = 0 would refuse every call; use 1 or more, \
+                 or leave it out for no limit"
+            ));
+        }
+        if let Some(queue) = &self.queue {
+            problems.extend(queue.problems(name.as_str()));
+        }
+        let jwt_routes = self
+            .http
+            .iter()
+            .filter(|t| t.auth == InvocationAuth::Jwt)
+            .count();
+        match &self.jwt {
+            None if jwt_routes > 0 => problems.push(format!(
+                "function `{name}`: a route has auth = \"jwt\" but there is no [function.jwt] \
+                 table with `jwks`, `issuer` and `audience`"
+            )),
+            Some(_) if jwt_routes == 0 => problems.push(format!(
+                "function `{name}`: [function.jwt] is set but no route has auth = \"jwt\"; \
+                 remove it or set auth on a route"
+            )),
+            Some(jwt) => {
+                if let Err(err) = runway_access::JwtVerifier::new(jwt) {
+                    problems.push(format!("function `{name}`: [function.jwt]: {err}"));
+                }
+                if jwt.leeway_seconds > runway_access::MAX_LEEWAY.as_secs() {
+                    problems.push(format!(
+                        "function `{name}`: [function.jwt] leeway is over {}s",
+                        runway_access::MAX_LEEWAY.as_secs()
+                    ));
+                }
+            }
+            None => {}
+        }
         problems
     }
 }
@@ -231,13 +302,19 @@ struct RawFunction {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
-    trigger: Vec<Trigger>,
+    trigger: Vec<triggers::RawTrigger>,
     #[serde(default)]
     config: BTreeMap<String, String>,
     #[serde(default)]
     policy: Policy,
     #[serde(default)]
     policy_mode: PolicyMode,
+    #[serde(default)]
+    jwt: Option<triggers::RawJwt>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    expires: Option<Expiry>,
 }
 
 fn default_memory() -> ByteSize {
@@ -307,25 +384,78 @@ impl Manifest {
         } else {
             dir
         };
+        let mut problems = Vec::new();
         let functions: Vec<FunctionSource> = raw
             .function
             .into_iter()
-            .map(|f| FunctionSource {
-                component: dir.join(&f.component),
-                build: f.build,
-                config: FunctionConfig {
-                    name: f.name,
-                    memory: f.memory,
-                    timeout: f.timeout,
-                    env: f.env,
-                    http: f.trigger.into_iter().map(|t| t.http).collect(),
-                    config: f.config,
-                    policy: f.policy,
-                    policy_mode: f.policy_mode,
-                },
+            .map(|f| {
+                let name = f.name.clone();
+                let mut http = Vec::new();
+                let mut schedules = Vec::new();
+                let mut queue = None;
+                for (index, trigger) in f.trigger.into_iter().enumerate() {
+                    let kinds = usize::from(trigger.http.is_some())
+                        + usize::from(trigger.schedule.is_some())
+                        + usize::from(trigger.queue.is_some());
+                    if kinds != 1 {
+                        problems.push(format!(
+                            "function `{name}`: trigger {} must set exactly one of `http`, \
+                             `schedule` or `queue` (it sets {kinds})",
+                            index + 1
+                        ));
+                    }
+                    http.extend(trigger.http);
+                    schedules.extend(trigger.schedule);
+                    if let Some(settings) = trigger.queue {
+                        if queue.is_some() {
+                            problems.push(format!(
+                                "function `{name}`: more than one queue trigger; a function has \
+                                 one queue"
+                            ));
+                        } else {
+                            queue = Some(settings);
+                        }
+                    }
+                }
+                let jwt = f.jwt.and_then(|raw| {
+                    let file = dir.join(&raw.jwks);
+                    match std::fs::read_to_string(&file) {
+                        Ok(jwks) => Some(JwtSettings {
+                            issuer: raw.issuer,
+                            audience: raw.audience,
+                            jwks,
+                            leeway_seconds: raw.leeway.map_or(0, |l| l.millis() / 1000),
+                        }),
+                        Err(err) => {
+                            problems.push(format!(
+                                "function `{name}`: cannot read the JWKS file {}: {err}",
+                                file.display()
+                            ));
+                            None
+                        }
+                    }
+                });
+                FunctionSource {
+                    component: dir.join(&f.component),
+                    build: f.build,
+                    config: FunctionConfig {
+                        name: f.name,
+                        memory: f.memory,
+                        timeout: f.timeout,
+                        env: f.env,
+                        http,
+                        config: f.config,
+                        policy: f.policy,
+                        policy_mode: f.policy_mode,
+                        schedules,
+                        queue,
+                        jwt,
+                        max_concurrency: f.max_concurrency,
+                        expires: f.expires,
+                    },
+                }
             })
             .collect();
-        let mut problems = Vec::new();
         if functions.is_empty() {
             problems.push(
                 "no functions: add a [[function]] table with at least `name` and `component`"

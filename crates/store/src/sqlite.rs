@@ -591,14 +591,9 @@ mod tests {
 
     fn config(name: &str, memory_mib: u64) -> FunctionConfig {
         FunctionConfig {
-            name: FunctionName::try_from(name).unwrap(),
             memory: runway_manifest::ByteSize::mib(memory_mib),
             timeout: HumanDuration::from_millis(1000),
-            env: Default::default(),
-            http: Vec::new(),
-            config: Default::default(),
-            policy: Default::default(),
-            policy_mode: Default::default(),
+            ..FunctionConfig::new(FunctionName::try_from(name).unwrap())
         }
     }
 

@@ -1,0 +1,160 @@
+//! Request rates (`100/s`, `600/min`) and the token bucket that enforces one.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// A request rate: `count` requests per `per`, with bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Rate {
+    /// Requests allowed per period.
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Rate, String> {
+        text.parse()
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Rate, String> {
+        let invalid = |why: &str| {
+            format!(
+                "invalid rate `{text}`: {why}; write it as COUNT/UNIT, e.g. `100/s`, `600/min` or `5000/h`"
+            )
+        };
+        let (count, unit) = text.split_once('/').ok_or_else(|| invalid("no `/`"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid("the count is not a whole number"))?;
+        if count == 0 {
+            return Err(invalid("the count must be at least 1"));
+        }
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            _ => return Err(invalid("the unit must be s, min, h or d")),
+        };
+        Ok(Rate { count, per })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            3600 => "h",
+            _ => "d",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl From<Rate> for String {
+    fn from(rate: Rate) -> String {
+        rate.to_string()
+    }
+}
+
+/// A token bucket for one rate: full at the start, refilled continuously.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: Rate,
+    state: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl RateLimiter {
+    /// A full bucket for `rate`.
+    pub fn new(rate: Rate) -> RateLimiter {
+        RateLimiter {
+            rate,
+            state: Mutex::new(Bucket {
+                tokens: f64::from(rate.count),
+                refilled_at: Instant::now(),
+            }),
+        }
+    }
+
+    /// The rate it enforces.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// Takes one request's token, or says how long until one is available.
+    pub fn try_acquire(&self, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(self.rate.count);
+        let per_second = capacity / self.rate.per.as_secs_f64();
+        let mut bucket = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
+        bucket.refilled_at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_and_print_back() {
+        let rate: Rate = "600/min".parse().unwrap();
+        assert_eq!(rate.count, 600);
+        assert_eq!(rate.per, Duration::from_secs(60));
+        assert_eq!(rate.to_string(), "600/min");
+        for bad in ["10", "0/s", "x/s", "10/week"] {
+            let err = bad.parse::<Rate>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_allows_a_burst_then_refuses_until_it_refills() {
+        let limiter = RateLimiter::new("2/s".parse().unwrap());
+        let start = Instant::now();
+        assert!(limiter.try_acquire(start).is_ok());
+        assert!(limiter.try_acquire(start).is_ok());
+        let wait = limiter.try_acquire(start).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert!(
+            limiter
+                .try_acquire(start + Duration::from_millis(500))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .try_acquire(start + Duration::from_millis(500))
+                .is_err()
+        );
+    }
+}
