@@ -5,7 +5,9 @@
 //! PostgreSQL backend implements the same trait for several nodes sharing one control plane.
 //! This crate knows nothing of wasmtime or HTTP.
 
+mod control;
 mod sqlite;
+mod sqlite_control;
 
 use std::fmt;
 
@@ -15,6 +17,10 @@ use runway_policy::VettingReport;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub use control::{
+    ApiKeyRecord, ControlAuditRecord, Job, JobRequest, JobResult, JobSource, JobState, JobUpdate,
+    TokenRecord,
+};
 pub use sqlite::SqliteStore;
 
 /// The environment every function lives in until environments are created explicitly.
@@ -277,6 +283,73 @@ pub trait ControlStore: Send + Sync + 'static {
     fn secret(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, StoreError>;
     /// The names of an environment's secrets.
     fn secrets(&self, environment: &str) -> Result<Vec<SecretInfo>, StoreError>;
+
+    /// Stores a new control-plane token.
+    fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// The token whose secret hashes to `hash`.
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token, oldest first.
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token; false if no unrevoked token has that id.
+    fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Stores a new API key.
+    fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// An environment's API keys, oldest first.
+    fn api_keys(&self, environment: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes an API key; false if no unrevoked key has that id.
+    fn revoke_api_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Appends one control-plane action; returns its id.
+    fn append_control_audit(&self, record: &ControlAuditRecord) -> Result<i64, StoreError>;
+    /// Control-plane actions of an environment with an id above `after_id`, oldest first.
+    fn control_audit(
+        &self,
+        environment: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<ControlAuditRecord>, StoreError>;
+    /// Stores a job durably (fsync) before returning.
+    fn enqueue_job(&self, job: &Job) -> Result<(), StoreError>;
+    /// Marks up to `limit` due pending jobs running, leased until `lease_until_ms`.
+    fn claim_jobs(
+        &self,
+        environment: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Records how a job's attempt ended.
+    fn finish_job(&self, id: &str, update: &JobUpdate, now_ms: i64) -> Result<(), StoreError>;
+    /// Puts running jobs whose lease ended at or before `lease_before_ms` back to pending.
+    fn requeue_abandoned(
+        &self,
+        environment: &str,
+        lease_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError>;
+    /// One job.
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// An environment's jobs in the given states, newest first.
+    fn jobs(
+        &self,
+        environment: &str,
+        states: &[JobState],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Moves a dead-lettered job back to pending with its attempts reset.
+    fn retry_job(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// The last tick claimed for a schedule.
+    fn last_tick(
+        &self,
+        environment: &str,
+        function: &str,
+        schedule: &str,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Claims a schedule's tick and enqueues its job atomically; false if already claimed.
+    fn claim_tick(&self, schedule: &str, tick_ms: i64, job: &Job) -> Result<bool, StoreError>;
+    /// Marks a function retired (once); false if it already was or is not deployed.
+    fn retire(&self, environment: &str, function: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Retired functions and when they were retired.
+    fn retired(&self, environment: &str) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
 /// A hash of a configuration that identifies it across deploys.

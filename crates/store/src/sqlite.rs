@@ -7,9 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::sqlite_control as control;
 use crate::{
-    AuditRecord, ControlStore, DeployResult, Digest, LogEntry, NewRelease, Release, SecretInfo,
-    StoreError, StoredSecret, Usage, config_hash,
+    ApiKeyRecord, AuditRecord, ControlAuditRecord, ControlStore, DeployResult, Digest, Job,
+    JobState, JobUpdate, LogEntry, NewRelease, Release, SecretInfo, StoreError, StoredSecret,
+    TokenRecord, Usage, config_hash,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -89,6 +91,7 @@ CREATE TABLE secrets (
     PRIMARY KEY (environment, name)
 );
 "#,
+    crate::sqlite_control::MIGRATION,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -294,7 +297,7 @@ impl ControlStore for SqliteStore {
             };
             tx.execute(
                 "INSERT INTO functions (environment, name, release, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (environment, name) DO UPDATE SET release = excluded.release, updated_ms = excluded.updated_ms
+                 ON CONFLICT (environment, name) DO UPDATE SET release = excluded.release, updated_ms = excluded.updated_ms, retired_ms = NULL
                  WHERE functions.release != excluded.release",
                 params![environment, name, number, now],
             )
@@ -521,6 +524,112 @@ impl ControlStore for SqliteStore {
         Ok(Box::new(SqliteRecordSink {
             conn: open(&self.path)?,
         }))
+    }
+
+    fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        control::create_token(&self.conn(), token)
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        control::token_by_hash(&self.conn(), hash)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        control::tokens(&self.conn())
+    }
+
+    fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        control::revoke_token(&self.conn(), id, at_ms)
+    }
+
+    fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        control::create_api_key(&self.conn(), key)
+    }
+
+    fn api_keys(&self, environment: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        control::api_keys(&self.conn(), environment)
+    }
+
+    fn revoke_api_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        control::revoke_api_key(&self.conn(), id, at_ms)
+    }
+
+    fn append_control_audit(&self, record: &ControlAuditRecord) -> Result<i64, StoreError> {
+        control::append_control_audit(&self.conn(), record)
+    }
+
+    fn control_audit(
+        &self,
+        environment: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<ControlAuditRecord>, StoreError> {
+        control::control_audit(&self.conn(), environment, after_id, limit)
+    }
+
+    fn enqueue_job(&self, job: &Job) -> Result<(), StoreError> {
+        control::enqueue_job(&self.conn(), job)
+    }
+
+    fn claim_jobs(
+        &self,
+        environment: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        control::claim_jobs(&self.conn(), environment, now_ms, lease_until_ms, limit)
+    }
+
+    fn finish_job(&self, id: &str, update: &JobUpdate, now_ms: i64) -> Result<(), StoreError> {
+        control::finish_job(&self.conn(), id, update, now_ms)
+    }
+
+    fn requeue_abandoned(
+        &self,
+        environment: &str,
+        lease_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        control::requeue_abandoned(&self.conn(), environment, lease_before_ms, now_ms)
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        control::job(&self.conn(), id)
+    }
+
+    fn jobs(
+        &self,
+        environment: &str,
+        states: &[JobState],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        control::jobs(&self.conn(), environment, states, limit)
+    }
+
+    fn retry_job(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        control::retry_job(&self.conn(), id, now_ms)
+    }
+
+    fn last_tick(
+        &self,
+        environment: &str,
+        function: &str,
+        schedule: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        control::last_tick(&self.conn(), environment, function, schedule)
+    }
+
+    fn claim_tick(&self, schedule: &str, tick_ms: i64, job: &Job) -> Result<bool, StoreError> {
+        control::claim_tick(&mut self.conn(), schedule, tick_ms, job)
+    }
+
+    fn retire(&self, environment: &str, function: &str, at_ms: i64) -> Result<bool, StoreError> {
+        control::retire(&self.conn(), environment, function, at_ms)
+    }
+
+    fn retired(&self, environment: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        control::retired(&self.conn(), environment)
     }
 }
 
@@ -750,5 +859,115 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(names, ["PAYMENT_KEY"]);
+    }
+
+    fn job(id: &str, now: i64) -> Job {
+        Job {
+            id: id.into(),
+            environment: "prod".into(),
+            function: "worker".into(),
+            source: crate::JobSource::Queue,
+            request: crate::JobRequest {
+                method: "POST".into(),
+                path: "/work".into(),
+                headers: vec![("x-a".into(), "1".into())],
+                body: b"\x00payload".to_vec(),
+            },
+            state: JobState::Pending,
+            attempts: 0,
+            max_attempts: 3,
+            next_run_at_ms: now,
+            last_error: None,
+            result: None,
+            scheduled_for_ms: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        }
+    }
+
+    #[test]
+    fn jobs_are_claimed_once_requeued_when_abandoned_and_retried_from_dead() {
+        let (_dir, store) = store();
+        store.enqueue_job(&job("j1", 1_000)).unwrap();
+        store.enqueue_job(&job("j2", 5_000)).unwrap();
+        let claimed = store.claim_jobs("prod", 2_000, 60_000, 10).unwrap();
+        assert_eq!(claimed.len(), 1, "only j1 is due");
+        assert_eq!(claimed[0].state, JobState::Running);
+        assert_eq!(claimed[0].attempts, 1);
+        assert_eq!(claimed[0].request.body, b"\x00payload");
+        assert!(
+            store
+                .claim_jobs("prod", 2_000, 60_000, 10)
+                .unwrap()
+                .is_empty()
+        );
+        // A node that died mid-attempt: its running job goes back to pending.
+        assert_eq!(store.requeue_abandoned("prod", i64::MAX, 3_000).unwrap(), 1);
+        let again = store.claim_jobs("prod", 3_000, 60_000, 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 2);
+        let dead = JobUpdate {
+            state: JobState::Dead,
+            next_run_at_ms: 3_000,
+            last_error: Some("boom".into()),
+            result: None,
+        };
+        store.finish_job("j1", &dead, 3_500).unwrap();
+        assert_eq!(store.jobs("prod", &[JobState::Dead], 10).unwrap().len(), 1);
+        assert!(
+            !store.retry_job("j2", 4_000).unwrap(),
+            "only dead jobs are retried"
+        );
+        assert!(store.retry_job("j1", 4_000).unwrap());
+        let retried = store.job("j1").unwrap().unwrap();
+        assert_eq!((retried.state, retried.attempts), (JobState::Pending, 0));
+        assert_eq!(retried.last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_schedule_tick_is_claimed_at_most_once() {
+        let (_dir, store) = store();
+        let mut run = job("s1", 1_000);
+        run.source = crate::JobSource::Schedule;
+        assert!(store.claim_tick("*/1 * * * * *@UTC", 1_000, &run).unwrap());
+        run.id = "s2".into();
+        assert!(!store.claim_tick("*/1 * * * * *@UTC", 1_000, &run).unwrap());
+        assert!(!store.claim_tick("*/1 * * * * *@UTC", 500, &run).unwrap());
+        assert!(
+            store.job("s2").unwrap().is_none(),
+            "a refused tick enqueues nothing"
+        );
+        assert_eq!(
+            store
+                .last_tick("prod", "worker", "*/1 * * * * *@UTC")
+                .unwrap(),
+            Some(1_000)
+        );
+        assert!(store.claim_tick("*/1 * * * * *@UTC", 2_000, &run).unwrap());
+    }
+
+    #[test]
+    fn tokens_are_found_by_hash_and_revoked_once() {
+        let (_dir, store) = store();
+        let token = TokenRecord {
+            id: "t-1".into(),
+            hash: "ab".repeat(32),
+            role: runway_access::Role::Deployer,
+            environment: Some("staging".into()),
+            label: "ci".into(),
+            created_at_ms: 1,
+            expires_at_ms: Some(10),
+            revoked_at_ms: None,
+            created_by: "bootstrap".into(),
+        };
+        store.create_token(&token).unwrap();
+        assert_eq!(
+            store.token_by_hash(&token.hash).unwrap(),
+            Some(token.clone())
+        );
+        assert!(store.token_by_hash("cd").unwrap().is_none());
+        assert!(store.revoke_token("t-1", 5).unwrap());
+        assert!(!store.revoke_token("t-1", 6).unwrap());
+        assert_eq!(store.tokens().unwrap()[0].revoked_at_ms, Some(5));
     }
 }

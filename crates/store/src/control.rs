@@ -1,0 +1,210 @@
+//! Control-plane records beyond releases: tokens, API keys, the control-plane audit log,
+//! queued jobs and retirement.
+
+use runway_access::{Rate, Role};
+use serde::{Deserialize, Serialize};
+
+/// A control-plane token as stored: its hash, never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id (`t-…`).
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    /// What it may do.
+    pub role: Role,
+    /// The only environment it may act on; `None` means every environment.
+    pub environment: Option<String>,
+    /// A note on what it is for.
+    pub label: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it stops working; `None` never (only the bootstrap token).
+    pub expires_at_ms: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at_ms: Option<i64>,
+    /// The token that created it (`bootstrap` for the first).
+    pub created_by: String,
+}
+
+/// A function API key as stored: its hash, never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public id (`k-…`).
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub hash: String,
+    /// Environment of the function.
+    pub environment: String,
+    /// The function it may invoke.
+    pub function: String,
+    /// A note on who holds it.
+    pub label: String,
+    /// Requests per period it may make; `None` is unlimited.
+    pub rate: Option<Rate>,
+    /// When it was created.
+    pub created_at_ms: i64,
+    /// When it stops working.
+    pub expires_at_ms: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at_ms: Option<i64>,
+    /// The control-plane token that created it.
+    pub created_by: String,
+}
+
+/// One control-plane action: who, what, on what, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlAuditRecord {
+    /// Increasing id (0 before it is stored).
+    pub id: i64,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The node's environment.
+    pub environment: String,
+    /// The token id that acted (`anonymous` when none was valid, `system` for the node).
+    pub actor: String,
+    /// What was done (`deploy`, `token.create`, `function.extend`, ...).
+    pub action: String,
+    /// What it was done to (function, token id, secret name, path).
+    pub target: String,
+    /// HTTP status of the answer.
+    pub status: u16,
+    /// `ok`, `denied` or `failed`.
+    pub outcome: String,
+    /// What changed, or why it was refused.
+    pub detail: String,
+}
+
+/// Where a job came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobSource {
+    /// `runway invoke --async` or the enqueue endpoint.
+    Queue,
+    /// A cron tick.
+    Schedule,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// An attempt is running.
+    Running,
+    /// An attempt succeeded.
+    Succeeded,
+    /// Every attempt failed: in the dead-letter list.
+    Dead,
+}
+
+impl JobState {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<JobState> {
+        Some(match text {
+            "pending" => JobState::Pending,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "dead" => JobState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// The HTTP request a job delivers to its function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Body, base64 in JSON.
+    #[serde(default, with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// How the last attempt that ran to completion answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// HTTP status.
+    pub status: u16,
+    /// Body as text (lossy), cut at 64 KiB.
+    pub body: String,
+    /// The invocation's request id (`runway logs` shows its output).
+    pub request_id: String,
+}
+
+/// A queued or scheduled invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Id (`j-…`).
+    pub id: String,
+    /// Environment.
+    pub environment: String,
+    /// Function.
+    pub function: String,
+    /// Queue or schedule.
+    pub source: JobSource,
+    /// What to send.
+    pub request: JobRequest,
+    /// Where it is.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed before the dead-letter list.
+    pub max_attempts: u32,
+    /// When the next attempt may start.
+    pub next_run_at_ms: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The last completed attempt's answer.
+    pub result: Option<JobResult>,
+    /// For scheduled runs: the tick it is for.
+    pub scheduled_for_ms: Option<i64>,
+    /// When it was enqueued.
+    pub created_at_ms: i64,
+    /// When it last changed.
+    pub updated_at_ms: i64,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUpdate {
+    /// The new state (pending for a retry).
+    pub state: JobState,
+    /// When the next attempt may start (for a retry).
+    pub next_run_at_ms: i64,
+    /// Why it failed.
+    pub last_error: Option<String>,
+    /// What it answered.
+    pub result: Option<JobResult>,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
