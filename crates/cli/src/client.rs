@@ -13,6 +13,9 @@ pub struct ServerArgs {
     /// Admin API of the node to talk to.
     #[arg(long, env = "RUNWAY_SERVER", default_value = "http://127.0.0.1:8081")]
     pub server: String,
+    /// Control-plane token (the node printed its bootstrap admin token on first start).
+    #[arg(long, env = "RUNWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// A client of one node's admin API.
@@ -22,9 +25,21 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn new(server: &str) -> anyhow::Result<AdminClient> {
+    pub fn new(args: &ServerArgs) -> anyhow::Result<AdminClient> {
+        AdminClient::with_token(&args.server, args.token.as_deref())
+    }
+
+    pub fn with_token(server: &str, token: Option<&str>) -> anyhow::Result<AdminClient> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow!("the token contains characters not allowed in a header"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = Client::builder()
             .timeout(Duration::from_secs(15 * 60))
+            .default_headers(headers)
             .build()
             .context("while creating the HTTP client")?;
         Ok(AdminClient {
@@ -47,6 +62,10 @@ impl AdminClient {
 
     pub fn put(&self, path: &str) -> RequestBuilder {
         self.http.put(self.url(path))
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.http.delete(self.url(path))
     }
 
     pub fn head(&self, path: &str) -> RequestBuilder {

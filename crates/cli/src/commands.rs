@@ -34,7 +34,7 @@ pub struct DeployArgs {
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
+    let client = AdminClient::new(&args.server)?;
     let response = deploy_manifest(&client, &args.path, !args.no_build)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
@@ -79,6 +79,17 @@ pub fn print_deploy(response: &DeployResponse) {
                 println!("  not granted, calls refused and audited: {import} (allow with {needs})");
             }
         }
+        for schedule in &release.config.schedules {
+            println!(
+                "  schedule: {} ({}) POST {}",
+                schedule.cron.as_str(),
+                String::from(schedule.timezone),
+                schedule.path
+            );
+        }
+    }
+    for warning in &response.warnings {
+        println!("warning: {warning}");
     }
 }
 
@@ -179,11 +190,22 @@ pub struct LsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Only functions that expire within this long (e.g. 30d), or already have.
+    #[arg(long, value_name = "DURATION")]
+    pub expiring: Option<String>,
 }
 
 pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
-    let functions: Vec<FunctionInfo> = client.json(client.get("/v1/functions"))?;
+    let client = AdminClient::new(&args.server)?;
+    let mut functions: Vec<FunctionInfo> = client.json(client.get("/v1/functions"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if let Some(window) = &args.expiring {
+        let window = crate::access_cmds::within(window)?.as_millis() as i64;
+        functions.retain(|f| f.expires_at_ms.is_some_and(|at| at - now <= window));
+        functions.sort_by_key(|f| f.expires_at_ms);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&functions)?);
         return Ok(ExitCode::SUCCESS);
@@ -196,25 +218,60 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
                 f.memory.to_string(),
                 f.timeout.to_string(),
                 f.release.to_string(),
-                f.routes.join(" "),
+                triggers(f),
                 f.invocations.to_string(),
                 table::usd(f.cost),
+                expiry(f, now),
             ]
         })
         .collect();
+    if args.expiring.is_some() && rows.is_empty() {
+        println!(
+            "no function expires within {}",
+            args.expiring.unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     table::print(
         &[
             "NAME",
             "MEMORY",
             "TIMEOUT",
             "RELEASE",
-            "ROUTES",
+            "TRIGGERS",
             "INVOCATIONS",
             "COST",
+            "EXPIRES",
         ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Routes, schedules and the queue, in one cell.
+fn triggers(f: &FunctionInfo) -> String {
+    let mut parts = f.routes.clone();
+    parts.extend(f.schedules.iter().map(|s| format!("cron({s})")));
+    if f.queue {
+        parts.push("queue".into());
+    }
+    parts.join(" ")
+}
+
+/// `-`, the expiry time, with a warning inside 14 days, or `retired`.
+fn expiry(f: &FunctionInfo, now: i64) -> String {
+    let Some(at) = f.expires_at_ms else {
+        return "-".into();
+    };
+    if f.retired || at <= now {
+        return format!("retired ({})", table::time(at));
+    }
+    let days = (at - now) / 86_400_000;
+    if at - now <= runway_server::EXPIRY_WARNING.as_millis() as i64 {
+        format!("{} (in {days}d!)", table::time(at))
+    } else {
+        format!("{} (in {days}d)", table::time(at))
+    }
 }
 
 #[derive(clap::Args)]
@@ -235,16 +292,34 @@ pub struct InvokeArgs {
     /// Print the response and record as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Enqueue instead of waiting: prints the job id at once (the function needs a queue
+    /// trigger); `runway queue show ID` follows it.
+    #[arg(long = "async")]
+    pub asynchronous: bool,
 }
 
 pub fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
+    let client = AdminClient::new(&args.server)?;
     let request = InvokeRequest {
         method: args.method,
         path: args.path,
         body: args.data,
         headers: Default::default(),
     };
+    if args.asynchronous {
+        let queued: runway_server::EnqueueResponse = client.json(
+            client
+                .post(&format!("/v1/functions/{}/enqueue", args.name))
+                .json(&request),
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&queued)?);
+        } else {
+            println!("{}", queued.id);
+            eprintln!("queued; `runway queue show {}` follows it", queued.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let response: InvokeResponse = client.json(
         client
             .post(&format!("/v1/functions/{}/invoke", args.name))
@@ -295,7 +370,7 @@ pub struct LogsArgs {
 }
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
+    let client = AdminClient::new(&args.server)?;
     let mut after = 0;
     loop {
         let page: LogsResponse = client.json(
@@ -338,7 +413,7 @@ pub struct CostArgs {
 }
 
 pub fn cost(args: CostArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
+    let client = AdminClient::new(&args.server)?;
     let report: CostResponse =
         client.json(client.get("/v1/cost").query(&[("since", &args.since)]))?;
     if args.json {
@@ -390,7 +465,7 @@ fn policy_summary(release: &ReleaseInfo) -> String {
 }
 
 pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
+    let client = AdminClient::new(&args.server)?;
     let releases: Vec<ReleaseInfo> =
         client.json(client.get(&format!("/v1/functions/{}/releases", args.name)))?;
     if args.json {

@@ -1,6 +1,7 @@
 //! The `runway` binary: `serve` and `up` run a node; every other command is a client of a
 //! node's admin API. This crate is the only place that prints and decides exit codes.
 
+mod access_cmds;
 mod client;
 mod commands;
 mod node;
@@ -55,6 +56,17 @@ enum Command {
     /// Least-privilege policies.
     #[command(subcommand)]
     Policy(policy_cmds::PolicyCommand),
+    /// Control-plane tokens: admin, deployer and viewer, optionally scoped to one environment.
+    #[command(subcommand)]
+    Token(access_cmds::TokenCommand),
+    /// API keys that callers present to functions whose routes have auth = "api-key".
+    #[command(subcommand)]
+    Key(access_cmds::KeyCommand),
+    /// Asynchronous and scheduled jobs: pending, dead-lettered, retry.
+    #[command(subcommand)]
+    Queue(access_cmds::QueueCommand),
+    /// Move a function's expiry later (a new release; audited).
+    Extend(access_cmds::ExtendArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +85,10 @@ fn main() -> ExitCode {
         Command::Secret(command) => policy_cmds::secret(command),
         Command::Sql(command) => policy_cmds::sql(command),
         Command::Policy(command) => policy_cmds::policy(command),
+        Command::Token(command) => access_cmds::token(command),
+        Command::Key(command) => access_cmds::key(command),
+        Command::Queue(command) => access_cmds::queue(command),
+        Command::Extend(args) => access_cmds::extend(args),
     };
     match result {
         Ok(code) => code,

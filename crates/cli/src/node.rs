@@ -4,11 +4,12 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use runway_manifest::{ByteSize, MANIFEST_FILE};
 use runway_meter::{PicoUsd, Pricing};
-use runway_server::{Node, NodeConfig};
+use runway_server::{Bootstrap, Node, NodeConfig, Role};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::client::AdminClient;
@@ -62,6 +63,9 @@ pub struct ServeArgs {
     /// PEM certificates (e.g. an internal CA) trusted for functions' outbound https.
     #[arg(long, env = "RUNWAY_OUTBOUND_CA_FILE")]
     pub outbound_ca_file: Option<PathBuf>,
+    /// Serve the admin API without tokens (refused unless it listens on loopback).
+    #[arg(long, env = "RUNWAY_NO_AUTH")]
+    pub no_auth: bool,
 }
 
 impl ServeArgs {
@@ -82,6 +86,11 @@ impl ServeArgs {
         config.secret_key_file = self.secret_key_file.clone();
         config.outbound_resolve = self.outbound_resolve.clone();
         config.outbound_ca_file = self.outbound_ca_file.clone();
+        config.auth = !self.no_auth;
+        // An environment variable only, never a flag: flags show in `ps`.
+        config.bootstrap_token = std::env::var("RUNWAY_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         config
     }
 }
@@ -137,6 +146,22 @@ async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
     );
     for failed in &restored.failed {
         println!("runway: cannot serve {failed}");
+    }
+    match node.bootstrap() {
+        Bootstrap::Generated { id, secret } => {
+            println!(
+                "runway: created the bootstrap admin token {id}; it is shown this once and only \
+                 its hash is kept:"
+            );
+            println!("runway:   export RUNWAY_TOKEN={secret}");
+        }
+        Bootstrap::FromEnvironment { id } => {
+            println!("runway: stored RUNWAY_ADMIN_TOKEN as the bootstrap admin token {id}");
+        }
+        Bootstrap::Disabled => {
+            println!("runway: admin API authentication is OFF (--no-auth); loopback only");
+        }
+        Bootstrap::Existing => {}
     }
     Ok(node)
 }
@@ -200,9 +225,24 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let node = start(&args.serve).await?;
         let admin = format!("http://{}", node.admin_addr());
         let gateway = node.gateway_addr();
+        // The session's token: the one just printed, else a fresh 12-hour admin token (the
+        // operator owns this data folder, so it could mint one anyway).
+        let token = match node.bootstrap() {
+            Bootstrap::Generated { secret, .. } => Some(secret.clone()),
+            Bootstrap::Disabled => None,
+            Bootstrap::FromEnvironment { .. } | Bootstrap::Existing => {
+                let secret = node
+                    .issue_token(Role::Admin, Duration::from_secs(12 * 3600), "runway up session")
+                    .context("while creating the session token for `runway up`")?;
+                println!("runway: session admin token for the next 12 hours:");
+                println!("runway:   export RUNWAY_TOKEN={secret}");
+                Some(secret)
+            }
+        };
+        let client_token = token.clone();
         let deployed =
             tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(String, String)>> {
-                let client = AdminClient::new(&admin)?;
+                let client = AdminClient::with_token(&admin, client_token.as_deref())?;
                 let mut routes = Vec::new();
                 for manifest in &manifests {
                     // An example that keeps data ships its schema; the operator's step,
@@ -239,7 +279,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                     println!("  {name:<10} curl http://{gateway}{path}");
                 }
                 println!(
-                    "  runway ls --server http://{}   (Ctrl-C stops the node)",
+                    "  runway ls --server http://{}   (with RUNWAY_TOKEN exported as above; Ctrl-C stops the node)",
                     node.admin_addr()
                 );
             }

@@ -3,11 +3,13 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use runway_policy::{ImportVerdict, Policy, vet};
-use runway_server::{AuditResponse, SecretInfo, SecretsResponse, SqlRowsResponse, SuggestResponse};
+use runway_server::{
+    AuditResponse, ControlAuditResponse, SecretInfo, SecretsResponse, SqlRowsResponse,
+    SuggestResponse,
+};
 
 use reqwest::blocking::RequestBuilder;
 
@@ -22,10 +24,7 @@ fn with_env(request: RequestBuilder, env: &Option<String>) -> RequestBuilder {
     }
 }
 
-fn time(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
-}
+use crate::table::time;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
@@ -81,78 +80,155 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which part of the audit log `runway audit` shows.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    /// Control-plane actions and policy denials.
+    All,
+    /// Control-plane actions: who did what, to what, when, and how it ended.
+    Control,
+    /// Policy denials and audit-mode would-be denials.
+    Policy,
+}
+
 #[derive(clap::Args)]
 pub struct AuditArgs {
-    /// Only this function.
+    /// Only this function (policy records, and control-plane actions that target it).
     #[arg(long)]
     pub function: Option<String>,
-    /// At most this many records (the newest).
+    /// At most this many records of each kind (the newest).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
-    /// Print as JSON.
+    /// Which records.
+    #[arg(long, value_enum, default_value = "all")]
+    pub kind: AuditKind,
+    /// Print as JSON: an array for one kind, `{"control": [...], "policy": [...]}` for all.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
 
-/// `runway audit`: denials and would-be denials, oldest first.
+fn newest<T>(mut records: Vec<T>, limit: u32) -> Vec<T> {
+    let skip = records.len().saturating_sub(limit as usize);
+    records.drain(..skip);
+    records
+}
+
+/// `runway audit`: control-plane actions and policy denials, oldest first.
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.server.server)?;
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let mut request = client
-            .get("/v1/audit")
-            .query(&[("after", after.to_string())]);
-        if let Some(function) = &args.function {
-            request = request.query(&[("function", function)]);
+    let client = AdminClient::new(&args.server)?;
+    let mut control = Vec::new();
+    if args.kind != AuditKind::Policy {
+        let mut after = 0;
+        loop {
+            let page: ControlAuditResponse = client.json(
+                client
+                    .get("/v1/audit/control")
+                    .query(&[("after", after.to_string())]),
+            )?;
+            if page.records.is_empty() {
+                break;
+            }
+            after = page.next_after;
+            control.extend(
+                page.records
+                    .into_iter()
+                    .filter(|r| args.function.as_ref().is_none_or(|f| r.target == *f)),
+            );
         }
-        let page: AuditResponse = client.json(request)?;
-        if page.records.is_empty() {
-            break;
-        }
-        after = page.next_after;
-        records.extend(page.records);
     }
-    let skip = records.len().saturating_sub(args.limit as usize);
-    let records = &records[skip..];
+    let mut policy = Vec::new();
+    if args.kind != AuditKind::Control {
+        let mut after = 0;
+        loop {
+            let mut request = client
+                .get("/v1/audit")
+                .query(&[("after", after.to_string())]);
+            if let Some(function) = &args.function {
+                request = request.query(&[("function", function)]);
+            }
+            let page: AuditResponse = client.json(request)?;
+            if page.records.is_empty() {
+                break;
+            }
+            after = page.next_after;
+            policy.extend(page.records);
+        }
+    }
+    let control = newest(control, args.limit);
+    let policy = newest(policy, args.limit);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(records)?);
+        let json = match args.kind {
+            AuditKind::Control => serde_json::to_string_pretty(&control)?,
+            AuditKind::Policy => serde_json::to_string_pretty(&policy)?,
+            AuditKind::All => serde_json::to_string_pretty(
+                &serde_json::json!({ "control": control, "policy": policy }),
+            )?,
+        };
+        println!("{json}");
         return Ok(ExitCode::SUCCESS);
     }
-    if records.is_empty() {
-        println!("no policy denials recorded");
-        return Ok(ExitCode::SUCCESS);
+    if args.kind != AuditKind::Policy {
+        if control.is_empty() {
+            println!("no control-plane actions recorded");
+        } else {
+            let rows: Vec<Vec<String>> = control
+                .iter()
+                .map(|r| {
+                    vec![
+                        time(r.at_ms),
+                        r.actor.clone(),
+                        r.action.clone(),
+                        r.target.clone(),
+                        format!("{} {}", r.outcome, r.status),
+                        r.detail.clone(),
+                    ]
+                })
+                .collect();
+            table::print(
+                &["TIME", "TOKEN", "ACTION", "TARGET", "OUTCOME", "DETAIL"],
+                &rows,
+            );
+        }
     }
-    let rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
-            vec![
-                time(r.at_ms),
-                r.environment.clone(),
-                r.function.clone(),
-                r.release.to_string(),
-                r.capability.clone(),
-                r.operation.clone(),
-                r.target.clone(),
-                r.decision.clone(),
-            ]
-        })
-        .collect();
-    table::print(
-        &[
-            "TIME",
-            "ENV",
-            "FUNCTION",
-            "RELEASE",
-            "CAPABILITY",
-            "OPERATION",
-            "TARGET",
-            "DECISION",
-        ],
-        &rows,
-    );
+    if args.kind == AuditKind::All {
+        println!();
+    }
+    if args.kind != AuditKind::Control {
+        if policy.is_empty() {
+            println!("no policy denials recorded");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let rows: Vec<Vec<String>> = policy
+            .iter()
+            .map(|r| {
+                vec![
+                    time(r.at_ms),
+                    r.environment.clone(),
+                    r.function.clone(),
+                    r.release.to_string(),
+                    r.capability.clone(),
+                    r.operation.clone(),
+                    r.target.clone(),
+                    r.decision.clone(),
+                ]
+            })
+            .collect();
+        table::print(
+            &[
+                "TIME",
+                "ENV",
+                "FUNCTION",
+                "RELEASE",
+                "CAPABILITY",
+                "OPERATION",
+                "TARGET",
+                "DECISION",
+            ],
+            &rows,
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -200,14 +276,14 @@ pub fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
                      secret set {name}` (values are never taken as arguments, which shells log)"
                 );
             }
-            let client = AdminClient::new(&server.server)?;
+            let client = AdminClient::new(&server)?;
             let request = client.put(&format!("/v1/secrets/{name}")).body(value);
             let request = with_env(request, &env);
             let info: SecretInfo = client.json(request)?;
             println!("secret {} set ({})", info.name, time(info.updated_at_ms));
         }
         SecretCommand::Ls { env, json, server } => {
-            let client = AdminClient::new(&server.server)?;
+            let client = AdminClient::new(&server)?;
             let request = client.get("/v1/secrets");
             let request = with_env(request, &env);
             let list: SecretsResponse = client.json(request)?;
@@ -259,7 +335,7 @@ pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
         SqlCommand::Apply { file, env, server } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let client = AdminClient::new(&server.server)?;
+            let client = AdminClient::new(&server)?;
             let request = client.post("/v1/sql/apply").body(text);
             let request = with_env(request, &env);
             let answer: serde_json::Value = client
@@ -277,7 +353,7 @@ pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
             json,
             server,
         } => {
-            let client = AdminClient::new(&server.server)?;
+            let client = AdminClient::new(&server)?;
             let request = client.post("/v1/sql/query").body(statement);
             let request = with_env(request, &env);
             let rows: SqlRowsResponse = client.json(request)?;
@@ -321,7 +397,7 @@ pub enum PolicyCommand {
 /// `runway policy suggest NAME`.
 pub fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     let PolicyCommand::Suggest { name, json, server } = command;
-    let client = AdminClient::new(&server.server)?;
+    let client = AdminClient::new(&server)?;
     let suggestion: SuggestResponse =
         client.json(client.get(&format!("/v1/functions/{name}/policy/suggest")))?;
     if json {

@@ -26,3 +26,11 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
 pub fn usd(amount: runway_meter::PicoUsd) -> String {
     format!("${:.9}", amount.as_usd())
 }
+
+/// A time for tables: RFC 3339 UTC to the second.
+pub fn time(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
+}

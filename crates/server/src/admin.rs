@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -19,10 +19,13 @@ use runway_store::{Digest, LogEntry, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::deploy::{self, DeployRequest, DeployResponse};
+use crate::auth::{AuditNote, Guarded, noted};
+use crate::deploy::{self, DeployRequest};
 use crate::error::ApiError;
 use crate::live::LiveFunction;
 use crate::policy_api;
+use crate::{access_api, jobs};
+use runway_access::Role;
 
 /// A function as `runway ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,7 +42,7 @@ pub struct FunctionInfo {
     pub memory: ByteSize,
     /// Timeout.
     pub timeout: HumanDuration,
-    /// HTTP routes, with methods when restricted (`GET /hello`).
+    /// HTTP routes, with methods when restricted (`GET /hello`) and auth (`[jwt]`).
     pub routes: Vec<String>,
     /// Invocations recorded, all time.
     pub invocations: u64,
@@ -49,6 +52,24 @@ pub struct FunctionInfo {
     pub gb_seconds: f64,
     /// Cost, all time.
     pub cost: PicoUsd,
+    /// `expires` as written in the manifest.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// When it stops serving, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+    /// Past its expiry: answers 410 Gone.
+    #[serde(default)]
+    pub retired: bool,
+    /// Cron schedules (`0 3 * * * Europe/Paris`).
+    #[serde(default)]
+    pub schedules: Vec<String>,
+    /// Accepts asynchronous invocations.
+    #[serde(default)]
+    pub queue: bool,
+    /// Invocations allowed at once.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
 }
 
 /// A release as `runway releases` shows it.
@@ -135,8 +156,33 @@ pub struct CostResponse {
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
+    let guarded = |role: Role, routes: Router<Arc<Shared>>| {
+        routes.route_layer(axum::middleware::from_fn_with_state(
+            Guarded {
+                shared: shared.clone(),
+                role,
+            },
+            crate::auth::require,
+        ))
+    };
+    let viewer = Router::new()
+        .route("/v1/functions", get(list_functions))
+        .route("/v1/functions/{name}", get(show_function))
+        .route("/v1/functions/{name}/releases", get(list_releases))
+        .route("/v1/functions/{name}/logs", get(read_logs))
+        .route(
+            "/v1/functions/{name}/policy/suggest",
+            get(policy_api::suggest_policy),
+        )
+        .route("/v1/cost", get(cost))
+        .route("/v1/audit", get(policy_api::read_audit))
+        .route("/v1/audit/control", get(access_api::control_audit))
+        .route("/v1/secrets", get(policy_api::list_secrets))
+        .route("/v1/keys", get(access_api::list_keys))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/metrics", get(metrics));
+    let deployer = Router::new()
         .route(
             "/v1/artifacts/{digest}",
             put(upload_artifact)
@@ -145,22 +191,26 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/deploy", post(deploy_functions))
-        .route("/v1/functions", get(list_functions))
-        .route("/v1/functions/{name}", get(show_function))
-        .route("/v1/functions/{name}/releases", get(list_releases))
         .route("/v1/functions/{name}/invoke", post(invoke_function))
-        .route("/v1/functions/{name}/logs", get(read_logs))
-        .route("/v1/cost", get(cost))
-        .route("/v1/audit", get(policy_api::read_audit))
-        .route("/v1/secrets", get(policy_api::list_secrets))
+        .route("/v1/functions/{name}/enqueue", post(jobs::enqueue))
+        .route("/v1/functions/{name}/extend", post(access_api::extend))
         .route("/v1/secrets/{name}", put(policy_api::set_secret))
         .route("/v1/sql/apply", post(policy_api::sql_apply))
         .route("/v1/sql/query", post(policy_api::sql_query))
+        .route("/v1/keys", post(access_api::create_key))
+        .route("/v1/keys/{id}", delete(access_api::revoke_key))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry));
+    let admin = Router::new()
         .route(
-            "/v1/functions/{name}/policy/suggest",
-            get(policy_api::suggest_policy),
+            "/v1/tokens",
+            get(access_api::list_tokens).post(access_api::create_token),
         )
-        .route("/metrics", get(metrics))
+        .route("/v1/tokens/{id}", delete(access_api::revoke_token));
+    Router::new()
+        .route("/v1/health", get(health))
+        .merge(guarded(Role::Viewer, viewer))
+        .merge(guarded(Role::Deployer, deployer))
+        .merge(guarded(Role::Admin, admin))
         .fallback(|| async {
             ApiError::not_found(
                 "no_such_endpoint",
@@ -237,13 +287,37 @@ async fn upload_artifact(
 async fn deploy_functions(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<DeployRequest>, JsonRejection>,
-) -> Result<Json<DeployResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "deploy")?;
-    Ok(Json(deploy::deploy(shared, request).await?))
+    let response = deploy::deploy(shared, request).await?;
+    let target = response
+        .functions
+        .iter()
+        .map(|r| r.release.config.name.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let detail = response
+        .functions
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{} {}{}",
+                r.release.config.name,
+                r.release.number,
+                r.release.digest.short(),
+                if r.created { " (new)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(noted(Json(response), AuditNote::new(target, detail)))
 }
 
 /// The request's JSON body, or a 422 that says which request was malformed and how.
-fn json_body<T>(request: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, ApiError> {
+pub(crate) fn json_body<T>(
+    request: Result<Json<T>, JsonRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
     request.map(|Json(body)| body).map_err(|rejection| {
         ApiError::unprocessable(
             "invalid_request",
@@ -257,11 +331,15 @@ fn routes_of(config: &runway_manifest::FunctionConfig) -> Vec<String> {
         .http
         .iter()
         .map(|t| {
+            let auth = match t.auth {
+                runway_manifest::InvocationAuth::Public => String::new(),
+                other => format!(" [{}]", other.as_str()),
+            };
             if t.methods.is_empty() {
-                t.route.to_string()
+                format!("{}{auth}", t.route)
             } else {
                 let methods: Vec<&str> = t.methods.iter().map(|m| m.as_str()).collect();
-                format!("{} {}", methods.join(","), t.route)
+                format!("{} {}{auth}", methods.join(","), t.route)
             }
         })
         .collect()
@@ -282,6 +360,23 @@ fn info(live: &LiveFunction, usage: Option<&Usage>) -> FunctionInfo {
         failures: usage.failures,
         gb_seconds: usage.gb_seconds,
         cost: usage.cost,
+        expires: release
+            .config
+            .expires
+            .as_ref()
+            .map(|e| e.as_str().to_owned()),
+        expires_at_ms: live.expires_at_ms,
+        retired: live
+            .expires_at_ms
+            .is_some_and(|at| at <= crate::auth::now_ms()),
+        schedules: release
+            .config
+            .schedules
+            .iter()
+            .map(|s| format!("{} {}", s.cron.as_str(), String::from(s.timezone)))
+            .collect(),
+        queue: release.config.queue.is_some(),
+        max_concurrency: release.config.max_concurrency,
     }
 }
 
@@ -361,13 +456,9 @@ async fn list_releases(
     ))
 }
 
-async fn invoke_function(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    request: Result<Json<InvokeRequest>, JsonRejection>,
-) -> Result<Json<InvokeResponse>, ApiError> {
-    let request = json_body(request, "invoke")?;
-    let live = live_function(&shared, &name)?;
+/// The method and path an invoke or enqueue sends: as given, else the function's first route
+/// with GET (POST when there is a body).
+pub(crate) fn method_and_path(live: &LiveFunction, request: &InvokeRequest) -> (String, String) {
     let path = request.path.clone().unwrap_or_else(|| {
         live.release
             .config
@@ -383,6 +474,17 @@ async fn invoke_function(
         }
         .to_owned()
     });
+    (method, path)
+}
+
+async fn invoke_function(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    request: Result<Json<InvokeRequest>, JsonRejection>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    let request = json_body(request, "invoke")?;
+    let live = live_function(&shared, &name)?;
+    let (method, path) = method_and_path(&live, &request);
     let mut builder = http::Request::builder()
         .method(method.as_str())
         .uri(path.as_str());
@@ -425,9 +527,19 @@ async fn invoke_function(
         }
     }
     drop(body);
-    let record = rx
-        .await
-        .map_err(|_| ApiError::internal("the invocation ended without a record".into()))?;
+    let Ok(record) = rx.await else {
+        // Refused before it ran (expired, or over its concurrency limit): nothing to record.
+        let text = String::from_utf8_lossy(&collected).trim_end().to_owned();
+        return Err(ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: if status == 410 {
+                "function_expired"
+            } else {
+                "not_admitted"
+            },
+            message: text,
+        });
+    };
     Ok(Json(InvokeResponse {
         status,
         headers,

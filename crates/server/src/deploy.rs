@@ -39,6 +39,9 @@ pub struct DeployRequest {
 pub struct DeployResponse {
     /// One entry per function, in request order.
     pub functions: Vec<DeployResult>,
+    /// Things to act on soon (a function expiring within 14 days).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Compiles (or loads from the cache) and links an artifact.
@@ -128,6 +131,30 @@ pub(crate) async fn deploy(
         let all: Vec<&FunctionConfig> = deploying.iter().copied().chain(others).collect();
         check_functions(&all)
     };
+    let now = crate::auth::now_ms();
+    let mut warnings = Vec::new();
+    for function in &request.functions {
+        let Some(expires) = &function.config.expires else {
+            continue;
+        };
+        let name = &function.config.name;
+        let left = expires.at_ms() - now;
+        if left <= 0 {
+            problems.push(format!(
+                "function `{name}`: expires = \"{}\" is in the past; set a later date or remove it",
+                expires.as_str()
+            ));
+        } else if left <= crate::lifespan::EXPIRY_WARNING.as_millis() as i64 {
+            warnings.push(format!(
+                "function `{name}` expires in {} (at {}); `runway extend {name} --until DATE` \
+                 keeps it serving",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (left / 1000) as u64 / 60 * 60
+                )),
+                crate::lifespan::format_ms(expires.at_ms())
+            ));
+        }
+    }
     if !problems.is_empty() {
         problems.dedup();
         return Err(ApiError::unprocessable(
@@ -220,7 +247,10 @@ pub(crate) async fn deploy(
     shared.metrics.functions.set(functions.len() as i64);
     shared.metrics.deploys.inc();
     shared.routes.store(Arc::new(RouteTable::new(functions)));
-    Ok(DeployResponse { functions: results })
+    Ok(DeployResponse {
+        functions: results,
+        warnings,
+    })
 }
 
 /// Why a function's deploy is refused by vetting: imports beyond its policy (with strict

@@ -5,18 +5,22 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use runway_manifest::InvocationAuth;
 use runway_meter::InvocationRecord;
 use runway_runtime::{Outcome, ResponseBody};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::invocation;
 use crate::live::{LiveFunction, RouteMatch};
 
 /// Header carrying the invocation's request id back to the caller.
@@ -63,8 +67,8 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
 
 async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<ResponseBody> {
     let routes = shared.routes.load();
-    let function = match routes.lookup(request.method().as_str(), request.uri().path()) {
-        RouteMatch::Found(function) => function.clone(),
+    let (function, auth) = match routes.lookup(request.method().as_str(), request.uri().path()) {
+        RouteMatch::Found(function, auth) => (function.clone(), auth),
         RouteMatch::WrongMethod(allowed) => {
             let allow = allowed.join(", ");
             let mut response = plain(
@@ -87,6 +91,18 @@ async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Re
         }
     };
     drop(routes);
+    if auth != InvocationAuth::Public {
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let keys = shared.api_keys.load();
+        if let Err(refusal) =
+            invocation::check_caller(auth, &function, &keys, authorization, crate::auth::now_ms())
+        {
+            return refused(shared, &function, refusal);
+        }
+    }
     let limit = shared.max_request_body;
     let declared = request
         .headers()
@@ -130,16 +146,19 @@ where
             .headers_mut()
             .insert(HOST, HeaderValue::from_static("localhost"));
     }
+    let slot = match invocation::admit(&function, crate::auth::now_ms()) {
+        Ok(slot) => slot,
+        Err(refusal) => return refused(shared, &function, refusal),
+    };
     let request_id = shared.request_ids.next();
     let header_id = HeaderValue::from_str(&request_id).expect("request ids are ASCII");
     function.note_invocation();
-    function.in_flight.inc();
     let drain = shared.in_flight.token();
     let on_done = {
         let shared = shared.clone();
         let function = function.clone();
         move |outcome: Outcome| {
-            function.in_flight.dec();
+            drop(slot);
             let record = record(&shared, &function, request_id, outcome);
             if let Some(reply) = reply {
                 _ = reply.send(record.clone());
@@ -174,6 +193,35 @@ where
         }
     };
     response.headers_mut().insert(REQUEST_ID_HEADER, header_id);
+    response
+}
+
+/// Answers a refused caller: the function never ran, so nothing is metered.
+fn refused(
+    shared: &Shared,
+    function: &LiveFunction,
+    refusal: invocation::Refusal,
+) -> Response<ResponseBody> {
+    shared
+        .metrics
+        .gateway_refused
+        .with_label_values(&[
+            function.name(),
+            &function.release.environment,
+            refusal.reason,
+        ])
+        .inc();
+    let mut response = plain(refusal.status, refusal.message);
+    let headers = response.headers_mut();
+    if let Some(seconds) = refusal.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"runway\", error=\"invalid_token\""),
+        );
+    }
     response
 }
 

@@ -6,11 +6,16 @@
 //! serves the API, `deploy` turns uploads into releases, `live` holds what is served now.
 //! This crate never prints; the binary decides what reaches the terminal.
 
+mod access_api;
 mod admin;
+mod auth;
 mod capabilities;
 mod deploy;
 mod error;
 pub mod gateway;
+mod invocation;
+mod jobs;
+mod lifespan;
 mod live;
 mod metrics;
 mod policy_api;
@@ -30,15 +35,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use access_api::{
+    ApiKeyInfo, ControlAuditResponse, CreateKeyRequest, CreateTokenRequest, CreatedKey,
+    CreatedToken, ExtendRequest, TokenInfo,
+};
 pub use admin::{
     CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
     ReleaseInfo,
 };
+pub use auth::{AccessError, Bootstrap};
 pub use capabilities::CapabilityError;
 pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary};
 pub use error::{ApiError, ErrorBody};
+pub use jobs::{EnqueueResponse, JobsResponse};
+pub use lifespan::EXPIRY_WARNING;
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
+pub use runway_access::Role;
 pub use runway_store::{AuditRecord, SecretInfo};
+pub use runway_store::{ControlAuditRecord, Job, JobState};
 pub use runway_store::{Digest, LogEntry, Usage};
 
 use capabilities::PlatformCapabilities;
@@ -75,6 +89,10 @@ pub struct NodeConfig {
     pub outbound_resolve: Vec<String>,
     /// PEM certificates trusted for outbound https beside the Mozilla roots.
     pub outbound_ca_file: Option<PathBuf>,
+    /// Require a token on every admin API call (off only on loopback).
+    pub auth: bool,
+    /// The bootstrap admin token to store on first start instead of generating one.
+    pub bootstrap_token: Option<String>,
 }
 
 impl NodeConfig {
@@ -93,6 +111,8 @@ impl NodeConfig {
             secret_key_file: None,
             outbound_resolve: Vec::new(),
             outbound_ca_file: None,
+            auth: true,
+            bootstrap_token: None,
         }
     }
 }
@@ -109,6 +129,9 @@ pub enum NodeError {
     /// A host capability (secrets, SQL, key-value, outbound) could not be set up.
     #[error(transparent)]
     Capability(#[from] CapabilityError),
+    /// Control-plane access could not be set up.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr} for the {what}: {source} (pick another address with {flag})")]
     Bind {
@@ -139,6 +162,12 @@ pub(crate) struct Shared {
     pub(crate) capabilities: PlatformCapabilities,
     pub(crate) strict_vetting: bool,
     pub(crate) production: bool,
+    /// Whether admin API calls need a token.
+    pub(crate) auth: bool,
+    /// API keys of this environment, by hash.
+    pub(crate) api_keys: ArcSwap<invocation::ApiKeyTable>,
+    /// Wakes the job worker when a job is enqueued.
+    pub(crate) job_ready: tokio::sync::Notify,
 }
 
 /// Request ids: a random per-node prefix and a counter, shaped like a UUID.
@@ -191,6 +220,7 @@ pub struct Node {
     gateway_addr: SocketAddr,
     admin_addr: SocketAddr,
     restored: RestoreSummary,
+    bootstrap: Bootstrap,
     stop: CancellationToken,
     shared: Arc<Shared>,
     meter: MeterWriter,
@@ -210,7 +240,24 @@ impl Node {
     /// Opens the store, restores the functions it served, binds both listeners and starts
     /// serving. Returns once the sockets are bound.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        if !config.auth && !config.admin_listen.ip().is_loopback() {
+            return Err(AccessError::InsecureAdmin(config.admin_listen).into());
+        }
         let store: Arc<dyn ControlStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
+        let bootstrap = if config.auth {
+            auth::bootstrap(
+                store.as_ref(),
+                &config.environment,
+                config.bootstrap_token.as_deref(),
+            )?
+        } else {
+            Bootstrap::Disabled
+        };
+        let api_keys = invocation::ApiKeyTable::load(
+            store.as_ref(),
+            &config.environment,
+            &invocation::ApiKeyTable::default(),
+        )?;
         let mut runtime_config = config.runtime.clone();
         runtime_config.cache_dir = config.data_dir.join("cache");
         let runtime = Arc::new(Runtime::new(runtime_config)?);
@@ -278,10 +325,16 @@ impl Node {
             capabilities,
             strict_vetting: config.strict_vetting,
             production: config.production,
+            auth: config.auth,
+            api_keys: ArcSwap::from_pointee(api_keys),
+            job_ready: tokio::sync::Notify::new(),
         });
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         servers.spawn(gateway::serve(gateway, shared.clone(), stop.clone()));
+        servers.spawn(jobs::work(shared.clone(), stop.clone()));
+        servers.spawn(jobs::schedule(shared.clone(), stop.clone()));
+        servers.spawn(lifespan::watch(shared.clone(), stop.clone()));
         let router = admin::router(shared.clone());
         let admin_stop = stop.clone();
         servers.spawn(async move {
@@ -296,6 +349,7 @@ impl Node {
             gateway_addr,
             admin_addr,
             restored,
+            bootstrap,
             stop,
             shared,
             meter,
@@ -316,6 +370,42 @@ impl Node {
     /// What was restored from the store at start.
     pub fn restored(&self) -> &RestoreSummary {
         &self.restored
+    }
+
+    /// The bootstrap admin token this start created, if any.
+    pub fn bootstrap(&self) -> &Bootstrap {
+        &self.bootstrap
+    }
+
+    /// Creates a control-plane token in-process (for `runway up`), audited as `system`.
+    pub fn issue_token(
+        &self,
+        role: Role,
+        ttl: Duration,
+        label: &str,
+    ) -> Result<String, StoreError> {
+        let (record, secret) = auth::create_token(
+            self.shared.store.as_ref(),
+            role,
+            None,
+            ttl,
+            label.to_owned(),
+            "system",
+        )?;
+        self.shared
+            .store
+            .append_control_audit(&runway_store::ControlAuditRecord {
+                id: 0,
+                at_ms: auth::now_ms(),
+                environment: self.shared.environment.clone(),
+                actor: "system".into(),
+                action: "token.create".into(),
+                target: record.id,
+                status: 201,
+                outcome: "ok".into(),
+                detail: format!("{label}: role {role}"),
+            })?;
+        Ok(secret)
     }
 
     /// Number of functions served now.

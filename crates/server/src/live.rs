@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use prometheus::{IntCounter, IntGauge};
-use runway_manifest::{HttpTrigger, RouteKind};
+use runway_access::JwtVerifier;
+use runway_manifest::{HttpTrigger, InvocationAuth, RouteKind};
 use runway_runtime::{Capabilities, Limits, Prepared};
 use runway_store::Release;
 
@@ -22,6 +23,12 @@ pub(crate) struct LiveFunction {
     pub(crate) limits: Limits,
     pub(crate) memory_mb: u64,
     pub(crate) in_flight: IntGauge,
+    /// Invocations running now across all releases of the function (for `max_concurrency`).
+    pub(crate) running: Arc<AtomicU32>,
+    /// Verifies bearer JWTs for `auth = "jwt"` routes.
+    pub(crate) jwt: Option<JwtVerifier>,
+    /// When the function stops serving, in milliseconds since the Unix epoch.
+    pub(crate) expires_at_ms: Option<i64>,
     coldstarts: IntCounter,
     warm: AtomicBool,
 }
@@ -50,7 +57,24 @@ impl LiveFunction {
                 .collect(),
             capabilities: Arc::new(capabilities),
         };
+        let jwt = release.config.jwt.as_ref().and_then(|settings| {
+            JwtVerifier::new(settings)
+                .inspect_err(|err| {
+                    tracing::error!(function = labels[0], error = %err, "the function's JWT key set cannot be used; its jwt routes refuse every caller");
+                })
+                .ok()
+        });
+        let expires_at_ms = release.config.expires.as_ref().map(|e| e.at_ms());
+        if let Some(at) = expires_at_ms {
+            metrics
+                .expires_at
+                .with_label_values(&labels)
+                .set(at.div_euclid(1000));
+        }
         LiveFunction {
+            running: metrics.running(labels[0], labels[1]),
+            jwt,
+            expires_at_ms,
             memory_mb: release.config.memory.mib_ceil(),
             limits,
             prepared: Arc::new(prepared),
@@ -75,7 +99,8 @@ impl LiveFunction {
 
 /// What the gateway found for a request.
 pub(crate) enum RouteMatch<'a> {
-    Found(&'a Arc<LiveFunction>),
+    /// The function and who may call it on this route.
+    Found(&'a Arc<LiveFunction>, InvocationAuth),
     /// A route matched the path but not the method; these methods would be accepted.
     WrongMethod(Vec<&'a str>),
     NotFound,
@@ -109,7 +134,7 @@ impl RouteTable {
                 continue;
             }
             if trigger.methods.is_empty() || trigger.methods.iter().any(|m| m.as_str() == method) {
-                return RouteMatch::Found(function);
+                return RouteMatch::Found(function, trigger.auth);
             }
             allowed.extend(trigger.methods.iter().map(|m| m.as_str()));
         }

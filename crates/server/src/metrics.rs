@@ -4,6 +4,10 @@
 //! The `prometheus` crate writes the classic text format (0.0.4), which `promtool check
 //! metrics` and every Prometheus version read without content negotiation.
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
     CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -34,6 +38,14 @@ pub(crate) struct Metrics {
     pub(crate) policy_denials: IntCounterVec,
     pub(crate) audit_dropped: IntCounter,
     pub(crate) policy_audit_only: IntCounterVec,
+    pub(crate) gateway_refused: IntCounterVec,
+    pub(crate) admin_refused: IntCounterVec,
+    pub(crate) expires_at: IntGaugeVec,
+    pub(crate) expiring_soon: IntGaugeVec,
+    pub(crate) retired: IntGaugeVec,
+    pub(crate) jobs: IntCounterVec,
+    pub(crate) schedule_ticks: IntCounterVec,
+    running: Mutex<HashMap<(String, String), Arc<AtomicU32>>>,
 }
 
 const POLICY: &[&str] = &["capability", "environment", "function"];
@@ -104,6 +116,47 @@ impl Metrics {
             r.register(metric).expect("unique metric name");
         }
         Metrics {
+            running: Mutex::default(),
+            gateway_refused: counter(
+                &r,
+                "runway_gateway_refused_total",
+                "Requests refused before the function ran, by reason (unauthenticated, forbidden, \
+                 rate_limited, concurrency_limit, expired)",
+                &["function", "environment", "reason"],
+            ),
+            admin_refused: counter(
+                &r,
+                "runway_admin_refused_total",
+                "Admin API calls refused, by status (401 unauthenticated, 403 forbidden)",
+                &["status"],
+            ),
+            expires_at: gauge(
+                &r,
+                "runway_function_expires_timestamp_seconds",
+                "When a function with `expires` stops serving, in Unix seconds",
+            ),
+            expiring_soon: gauge(
+                &r,
+                "runway_function_expiring_soon",
+                "1 when a function expires within 14 days (or has expired), else 0",
+            ),
+            retired: gauge(
+                &r,
+                "runway_function_retired",
+                "1 when a function has passed its expiry and answers 410 Gone",
+            ),
+            jobs: counter(
+                &r,
+                "runway_jobs_total",
+                "Queued and scheduled job attempts by outcome (succeeded, retried, dead)",
+                &["function", "environment", "outcome"],
+            ),
+            schedule_ticks: counter(
+                &r,
+                "runway_schedule_ticks_total",
+                "Schedule ticks claimed by this node (each enqueues one run)",
+                FUNCTION,
+            ),
             audit_dropped,
             policy_denials: counter(
                 &r,
@@ -189,6 +242,16 @@ impl Metrics {
             records_written,
             registry: r,
         }
+    }
+
+    /// The count of a function's running invocations, shared by all its releases.
+    pub(crate) fn running(&self, function: &str, environment: &str) -> Arc<AtomicU32> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((function.to_owned(), environment.to_owned()))
+            .or_default()
+            .clone()
     }
 
     /// Pre-creates a function's series so they read zero from the moment of deploy.

@@ -228,8 +228,12 @@ fn admin_api_errors_are_json_with_stable_codes_and_the_cli_exits_non_zero() {
     assert_eq!(body["error"]["code"], "no_such_function");
 
     let digest = "0".repeat(64);
-    let mismatch = reqwest::blocking::Client::new()
-        .put(format!("{}/v1/artifacts/{digest}", node.admin))
+    let mismatch = node
+        .admin_request(
+            reqwest::Method::PUT,
+            &format!("/v1/artifacts/{digest}"),
+            Some(ADMIN_TOKEN),
+        )
         .body("not the bytes")
         .send()
         .unwrap();

@@ -122,6 +122,7 @@ fn up_starts_a_node_with_every_example_deployed() {
         .arg(dir.path())
         .arg("--examples")
         .arg(examples())
+        .env_remove("RUNWAY_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -130,12 +131,20 @@ fn up_starts_a_node_with_every_example_deployed() {
         .lines()
         .map_while(Result::ok);
     let mut gateway = String::new();
+    let mut admin = String::new();
+    let mut token = String::new();
     let mut seen = String::new();
     for line in lines.by_ref() {
         seen.push_str(&line);
         seen.push('\n');
         if let Some(addr) = line.strip_prefix("runway: gateway listening on ") {
             gateway = addr.to_owned();
+        }
+        if let Some(addr) = line.strip_prefix("runway: admin API listening on ") {
+            admin = addr.to_owned();
+        }
+        if let Some(secret) = line.strip_prefix("runway:   export RUNWAY_TOKEN=") {
+            token = secret.to_owned();
         }
         if line.starts_with("runway: ready") {
             break;
@@ -147,6 +156,12 @@ fn up_starts_a_node_with_every_example_deployed() {
         .text()
         .unwrap();
     assert_eq!(body, "Hello, World!\n");
+    // The bootstrap admin token printed once works, and nothing works without it.
+    assert!(token.starts_with("rwy_"), "{seen}");
+    let listed = runway_as(&["ls"], &admin, Some(&token));
+    assert!(listed.ok().contains("hello"));
+    let refused = runway_as(&["ls"], &admin, None);
+    assert!(refused.failed().contains("401"), "{}", refused.stderr);
     signal(child.id(), "INT");
     let status = child.wait().unwrap();
     assert!(status.success());

@@ -236,6 +236,7 @@ fn logs_follow_prints_lines_written_after_it_started() {
     node.deploy_example("echo");
     let mut follow = Command::new(env!("CARGO_BIN_EXE_runway"))
         .args(["logs", "echo", "--follow", "--server", &node.admin])
+        .env("RUNWAY_TOKEN", ADMIN_TOKEN)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

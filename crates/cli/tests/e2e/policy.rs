@@ -98,6 +98,8 @@ fn audit(node: &TestNode) -> Vec<Value> {
     let records = node
         .cli(&[
             "audit",
+            "--kind",
+            "policy",
             "--function",
             "escalate",
             "--limit",

@@ -109,15 +109,23 @@ impl Cli {
     }
 }
 
-/// Runs the CLI with no node.
+/// The bootstrap admin token every [`TestNode`] is started with (`RUNWAY_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "rwy_test-bootstrap-admin-token-0123456789";
+
+/// Runs the CLI as the bootstrap admin against `server`.
 pub fn runway(args: &[&str], server: &str) -> Cli {
-    Cli::from(
-        Command::new(env!("CARGO_BIN_EXE_runway"))
-            .args(args)
-            .env("RUNWAY_SERVER", server)
-            .output()
-            .expect("running runway"),
-    )
+    runway_as(args, server, Some(ADMIN_TOKEN))
+}
+
+/// Runs the CLI against `server` with `token` (or none) in `RUNWAY_TOKEN`.
+pub fn runway_as(args: &[&str], server: &str, token: Option<&str>) -> Cli {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
+    command.args(args).env("RUNWAY_SERVER", server);
+    match token {
+        Some(token) => command.env("RUNWAY_TOKEN", token),
+        None => command.env_remove("RUNWAY_TOKEN"),
+    };
+    Cli::from(command.output().expect("running runway"))
 }
 
 /// A `runway serve` process on free loopback ports with its own data folder.
@@ -132,7 +140,18 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on `data_dir` and waits until both listeners are bound.
     pub fn start(data_dir: &Path, extra: &[&str]) -> TestNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runway"))
+        TestNode::start_with(data_dir, extra, Some(ADMIN_TOKEN))
+    }
+
+    /// Starts a node whose first start uses `bootstrap` as `RUNWAY_ADMIN_TOKEN` (or, with
+    /// `None`, generates and prints one).
+    pub fn start_with(data_dir: &Path, extra: &[&str], bootstrap: Option<&str>) -> TestNode {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
+        match bootstrap {
+            Some(token) => command.env("RUNWAY_ADMIN_TOKEN", token),
+            None => command.env_remove("RUNWAY_ADMIN_TOKEN"),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -243,12 +262,25 @@ impl TestNode {
             .expect("gateway request")
     }
 
-    /// GET from the admin API.
+    /// GET from the admin API as the bootstrap admin.
     pub fn admin_get(&self, path: &str) -> reqwest::blocking::Response {
-        self.http
-            .get(format!("{}{path}", self.admin))
+        self.admin_request(reqwest::Method::GET, path, Some(ADMIN_TOKEN))
             .send()
             .expect("admin request")
+    }
+
+    /// A request to the admin API with `token` (or none) as its bearer.
+    pub fn admin_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::blocking::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.admin));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     /// The Prometheus exposition.
@@ -350,6 +382,7 @@ pub fn runway_with_stdin(args: &[&str], server: &str, input: &str) -> Cli {
     let mut child = Command::new(env!("CARGO_BIN_EXE_runway"))
         .args(args)
         .env("RUNWAY_SERVER", server)
+        .env("RUNWAY_TOKEN", ADMIN_TOKEN)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

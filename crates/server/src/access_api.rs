@@ -1,0 +1,473 @@
+//! The admin API of access: control-plane tokens, function API keys, the control-plane
+//! audit log, and extending a function's lifespan.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::response::Response;
+use http::StatusCode;
+use runway_access::{Rate, Role};
+use runway_manifest::Expiry;
+use runway_store::{ApiKeyRecord, ControlAuditRecord, TokenRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::admin::{blocking, json_body, live_function};
+use crate::auth::{AuditNote, Caller, noted, now_ms};
+use crate::deploy::{DeployFunction, DeployRequest};
+use crate::error::ApiError;
+use crate::invocation::ApiKeyTable;
+
+/// Default lifetime of a created token.
+const DEFAULT_TOKEN_TTL: &str = "30d";
+/// Default lifetime of an API key.
+const DEFAULT_KEY_TTL: &str = "90d";
+
+/// A token as listed: never its secret or hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Environment scope; `None` is every environment.
+    pub environment: Option<String>,
+    /// What it is for.
+    pub label: String,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Expires, ms since the Unix epoch.
+    pub expires_at_ms: Option<i64>,
+    /// Revoked, ms since the Unix epoch.
+    pub revoked_at_ms: Option<i64>,
+    /// The token that created it.
+    pub created_by: String,
+}
+
+impl From<TokenRecord> for TokenInfo {
+    fn from(t: TokenRecord) -> TokenInfo {
+        TokenInfo {
+            id: t.id,
+            role: t.role,
+            environment: t.environment,
+            label: t.label,
+            created_at_ms: t.created_at_ms,
+            expires_at_ms: t.expires_at_ms,
+            revoked_at_ms: t.revoked_at_ms,
+            created_by: t.created_by,
+        }
+    }
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// Role of the new token.
+    pub role: Role,
+    /// Environment scope.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Lifetime (`30d`); default 30 days.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// What it is for.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A created credential: shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// The token.
+    pub token: TokenInfo,
+    /// The secret to present; it cannot be shown again.
+    pub secret: String,
+}
+
+fn ttl(text: Option<&str>, default: &str) -> Result<std::time::Duration, ApiError> {
+    runway_access::parse_ttl(text.unwrap_or(default))
+        .map_err(|message| ApiError::bad_request("invalid_ttl", message))
+}
+
+pub(crate) async fn create_token(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    request: Result<Json<CreateTokenRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = json_body(request, "token")?;
+    let lifetime = ttl(request.ttl.as_deref(), DEFAULT_TOKEN_TTL)?;
+    if let Some(scope) = &caller.environment
+        && request.environment.as_ref() != Some(scope)
+    {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "token {} is scoped to environment `{scope}`; it can only create tokens scoped \
+                 to `{scope}` (pass --env {scope})",
+                caller.id
+            ),
+        });
+    }
+    let label = request.label.unwrap_or_default();
+    let (record, secret) = {
+        let caller = caller.id.clone();
+        let environment = request.environment.clone();
+        blocking(move || {
+            Ok(crate::auth::create_token(
+                shared.store.as_ref(),
+                request.role,
+                environment,
+                lifetime,
+                label,
+                &caller,
+            )?)
+        })
+        .await?
+    };
+    let detail = format!(
+        "role {} scope {} expires {}",
+        record.role,
+        record.environment.as_deref().unwrap_or("*"),
+        crate::lifespan::format_ms(record.expires_at_ms.unwrap_or_default())
+    );
+    let id = record.id.clone();
+    Ok(noted(
+        (
+            StatusCode::CREATED,
+            Json(CreatedToken {
+                token: record.into(),
+                secret,
+            }),
+        ),
+        AuditNote::new(id, detail),
+    ))
+}
+
+pub(crate) async fn list_tokens(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    let tokens = blocking(move || Ok(shared.store.tokens()?)).await?;
+    Ok(Json(tokens.into_iter().map(TokenInfo::from).collect()))
+}
+
+pub(crate) async fn revoke_token(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let lookup = id.clone();
+    let outcome = blocking(move || {
+        let tokens = shared.store.tokens()?;
+        let now = now_ms();
+        let Some(token) = tokens.iter().find(|t| t.id == lookup) else {
+            return Ok(Err(ApiError::not_found(
+                "no_such_token",
+                format!("no token `{lookup}`; `runway token ls` lists them"),
+            )));
+        };
+        if token.revoked_at_ms.is_some() {
+            return Ok(Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "already_revoked",
+                message: format!("token `{lookup}` is already revoked"),
+            }));
+        }
+        let active = |t: &&TokenRecord| {
+            t.role == Role::Admin
+                && t.environment.is_none()
+                && t.revoked_at_ms.is_none()
+                && t.expires_at_ms.is_none_or(|at| at > now)
+        };
+        let admins = tokens.iter().filter(active).count();
+        if active(&token) && admins == 1 {
+            return Ok(Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "last_admin_token",
+                message: format!(
+                    "token `{lookup}` is the last unscoped admin token; create another admin \
+                     token first, or nobody could manage tokens again"
+                ),
+            }));
+        }
+        shared.store.revoke_token(&lookup, now)?;
+        Ok(Ok(()))
+    })
+    .await?;
+    outcome?;
+    Ok(noted(
+        Json(serde_json::json!({ "revoked": id })),
+        AuditNote::new(id, "revoked"),
+    ))
+}
+
+/// An API key as listed: never its secret or hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyInfo {
+    /// Public id.
+    pub id: String,
+    /// The function it may invoke.
+    pub function: String,
+    /// Who holds it.
+    pub label: String,
+    /// Request rate.
+    pub rate: Option<Rate>,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Expires, ms since the Unix epoch.
+    pub expires_at_ms: Option<i64>,
+    /// Revoked, ms since the Unix epoch.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl From<ApiKeyRecord> for ApiKeyInfo {
+    fn from(k: ApiKeyRecord) -> ApiKeyInfo {
+        ApiKeyInfo {
+            id: k.id,
+            function: k.function,
+            label: k.label,
+            rate: k.rate,
+            created_at_ms: k.created_at_ms,
+            expires_at_ms: k.expires_at_ms,
+            revoked_at_ms: k.revoked_at_ms,
+        }
+    }
+}
+
+/// `POST /v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// The function it may invoke.
+    pub function: String,
+    /// Lifetime; default 90 days.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Request rate (`100/s`); default unlimited.
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// Who holds it.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A created API key: shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedKey {
+    /// The key.
+    pub key: ApiKeyInfo,
+    /// The secret to present as `Authorization: Bearer …`; it cannot be shown again.
+    pub secret: String,
+    /// Set when no route of the function checks API keys yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+async fn reload_keys(shared: &Arc<Shared>) -> Result<(), ApiError> {
+    let shared = shared.clone();
+    blocking(move || {
+        let previous = shared.api_keys.load_full();
+        let table = ApiKeyTable::load(shared.store.as_ref(), &shared.environment, &previous)?;
+        shared.api_keys.store(Arc::new(table));
+        Ok(())
+    })
+    .await
+}
+
+pub(crate) async fn create_key(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    request: Result<Json<CreateKeyRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = json_body(request, "API key")?;
+    let live = live_function(&shared, &request.function)?;
+    let lifetime = ttl(request.ttl.as_deref(), DEFAULT_KEY_TTL)?;
+    let rate = request
+        .rate
+        .as_deref()
+        .map(str::parse::<Rate>)
+        .transpose()
+        .map_err(|message| ApiError::bad_request("invalid_rate", message))?;
+    let minted = runway_access::mint_api_key();
+    let now = now_ms();
+    let record = ApiKeyRecord {
+        id: minted.id,
+        hash: minted.hash.0,
+        environment: shared.environment.clone(),
+        function: request.function.clone(),
+        label: request.label.unwrap_or_default(),
+        rate,
+        created_at_ms: now,
+        expires_at_ms: Some(now.saturating_add(lifetime.as_millis() as i64)),
+        revoked_at_ms: None,
+        created_by: caller.id,
+    };
+    {
+        let shared = shared.clone();
+        let record = record.clone();
+        blocking(move || Ok(shared.store.create_api_key(&record)?)).await?;
+    }
+    reload_keys(&shared).await?;
+    let checks_keys = live
+        .release
+        .config
+        .http
+        .iter()
+        .any(|t| t.auth == runway_manifest::InvocationAuth::ApiKey);
+    let warning = (!checks_keys).then(|| {
+        format!(
+            "no route of function `{}` has auth = \"api-key\" yet, so this key is not needed until one does",
+            request.function
+        )
+    });
+    let detail = format!(
+        "function {} rate {} expires {}",
+        record.function,
+        record
+            .rate
+            .map_or_else(|| "unlimited".to_owned(), |r| r.to_string()),
+        crate::lifespan::format_ms(record.expires_at_ms.unwrap_or_default())
+    );
+    let id = record.id.clone();
+    Ok(noted(
+        (
+            StatusCode::CREATED,
+            Json(CreatedKey {
+                key: record.into(),
+                secret: minted.secret,
+                warning,
+            }),
+        ),
+        AuditNote::new(id, detail),
+    ))
+}
+
+pub(crate) async fn list_keys(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
+    let keys = blocking(move || Ok(shared.store.api_keys(&shared.environment)?)).await?;
+    Ok(Json(keys.into_iter().map(ApiKeyInfo::from).collect()))
+}
+
+pub(crate) async fn revoke_key(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let lookup = id.clone();
+    let revoked = {
+        let shared = shared.clone();
+        blocking(move || {
+            let exists = shared
+                .store
+                .api_keys(&shared.environment)?
+                .iter()
+                .any(|k| k.id == lookup);
+            Ok(exists && shared.store.revoke_api_key(&lookup, now_ms())?)
+        })
+        .await?
+    };
+    if !revoked {
+        return Err(ApiError::not_found(
+            "no_such_key",
+            format!("no unrevoked API key `{id}` in this environment; `runway key ls` lists them"),
+        ));
+    }
+    reload_keys(&shared).await?;
+    Ok(noted(
+        Json(serde_json::json!({ "revoked": id })),
+        AuditNote::new(id, "revoked"),
+    ))
+}
+
+/// A page of the control-plane audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlAuditResponse {
+    /// Records, oldest first.
+    pub records: Vec<ControlAuditRecord>,
+    /// Pass as `after` to get the records that follow.
+    pub next_after: i64,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn control_audit(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<ControlAuditResponse>, ApiError> {
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(1000).min(10_000);
+    let records = blocking(move || {
+        Ok(shared
+            .store
+            .control_audit(&shared.environment, after, limit)?)
+    })
+    .await?;
+    let next_after = records.last().map_or(after, |r| r.id);
+    Ok(Json(ControlAuditResponse {
+        records,
+        next_after,
+    }))
+}
+
+/// `POST /v1/functions/{name}/extend`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// The new expiry: a date (through its end, UTC) or an RFC 3339 time.
+    pub until: String,
+}
+
+pub(crate) async fn extend(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    request: Result<Json<ExtendRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = json_body(request, "extend")?;
+    let live = live_function(&shared, &name)?;
+    let until: Expiry = request
+        .until
+        .parse()
+        .map_err(|message| ApiError::bad_request("invalid_until", message))?;
+    if until.at_ms() <= now_ms() {
+        return Err(ApiError::unprocessable(
+            "until_in_the_past",
+            format!(
+                "--until {} is in the past; give a later date",
+                until.as_str()
+            ),
+        ));
+    }
+    let before = live
+        .release
+        .config
+        .expires
+        .as_ref()
+        .map_or_else(|| "never".to_owned(), |e| e.as_str().to_owned());
+    let mut config = live.release.config.clone();
+    config.expires = Some(until.clone());
+    let response = crate::deploy::deploy(
+        shared.clone(),
+        DeployRequest {
+            functions: vec![DeployFunction {
+                digest: live.release.digest.clone(),
+                config,
+            }],
+        },
+    )
+    .await
+    .map_err(|err| err.for_function(&name))?;
+    let release = response.functions.first().map_or(0, |r| r.release.number);
+    Ok(noted(
+        Json(response),
+        AuditNote::new(
+            name,
+            format!("expires {before} -> {}, release {release}", until.as_str()),
+        ),
+    ))
+}

@@ -1,0 +1,416 @@
+//! Control-plane access: every admin API call presents a token whose role and environment
+//! scope allow it, and every change (or refusal) is written to the control-plane audit log.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode};
+use runway_access::{Role, SecretHash};
+use runway_store::{ControlAuditRecord, ControlStore, StoreError, TokenRecord};
+
+use crate::Shared;
+use crate::error::ApiError;
+
+/// Who is calling, once their token checked out.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The token id (`t-…`), or `anonymous` when authentication is off.
+    pub(crate) id: String,
+    /// The only environment the token may act on.
+    pub(crate) environment: Option<String>,
+}
+
+/// What a handler did, for the audit log: attached to its response.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AuditNote {
+    pub(crate) target: String,
+    pub(crate) detail: String,
+}
+
+impl AuditNote {
+    pub(crate) fn new(target: impl Into<String>, detail: impl Into<String>) -> AuditNote {
+        AuditNote {
+            target: target.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Attaches an audit note to a handler's answer.
+pub(crate) fn noted(response: impl IntoResponse, note: AuditNote) -> Response {
+    let mut response = response.into_response();
+    response.extensions_mut().insert(note);
+    response
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A role requirement for a group of routes.
+#[derive(Clone)]
+pub(crate) struct Guarded {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) role: Role,
+}
+
+/// The stable name of an admin action, from the route it came through.
+fn action_name(method: &Method, route: &str) -> String {
+    let name = match (method.as_str(), route) {
+        ("PUT", "/v1/artifacts/{digest}") => "artifact.upload",
+        ("POST", "/v1/deploy") => "deploy",
+        ("POST", "/v1/functions/{name}/invoke") => "function.invoke",
+        ("POST", "/v1/functions/{name}/enqueue") => "function.enqueue",
+        ("POST", "/v1/functions/{name}/extend") => "function.extend",
+        ("PUT", "/v1/secrets/{name}") => "secret.set",
+        ("POST", "/v1/sql/apply") => "sql.apply",
+        ("POST", "/v1/sql/query") => "sql.query",
+        ("POST", "/v1/tokens") => "token.create",
+        ("DELETE", "/v1/tokens/{id}") => "token.revoke",
+        ("POST", "/v1/keys") => "key.create",
+        ("DELETE", "/v1/keys/{id}") => "key.revoke",
+        ("POST", "/v1/jobs/{id}/retry") => "job.retry",
+        _ => return format!("{method} {route}"),
+    };
+    name.to_owned()
+}
+
+/// Why a presented token does not authenticate.
+fn check_token(
+    token: Option<&TokenRecord>,
+    now_ms: i64,
+) -> Result<&TokenRecord, (&'static str, String)> {
+    let Some(token) = token else {
+        return Err((
+            "unknown_token",
+            "the token is not known to this node; create one with `runway token create`".into(),
+        ));
+    };
+    if let Some(at) = token.revoked_at_ms {
+        return Err((
+            "revoked_token",
+            format!(
+                "token {} was revoked at {}; ask an admin for a new one",
+                token.id,
+                crate::lifespan::format_ms(at)
+            ),
+        ));
+    }
+    if let Some(at) = token.expires_at_ms.filter(|at| *at <= now_ms) {
+        return Err((
+            "expired_token",
+            format!(
+                "token {} expired at {}; ask an admin for a new one",
+                token.id,
+                crate::lifespan::format_ms(at)
+            ),
+        ));
+    }
+    Ok(token)
+}
+
+/// The admin API's gate: authenticates, authorises, runs the handler, and audits.
+pub(crate) async fn require(
+    State(guard): State<Guarded>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let shared = guard.shared.clone();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    let path = request.uri().path().to_owned();
+    let action = action_name(&method, &route);
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let caller = if shared.auth {
+        match authenticate(&shared, presented.as_deref(), guard.role).await {
+            Ok(caller) => caller,
+            Err((actor, error)) => {
+                shared
+                    .metrics
+                    .admin_refused
+                    .with_label_values(&[error.status.as_str()])
+                    .inc();
+                audit(
+                    &shared,
+                    ControlAuditRecord {
+                        id: 0,
+                        at_ms: now_ms(),
+                        environment: shared.environment.clone(),
+                        actor,
+                        action,
+                        target: path,
+                        status: error.status.as_u16(),
+                        outcome: "denied".into(),
+                        detail: error.message.clone(),
+                    },
+                )
+                .await;
+                let mut response = error.into_response();
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"runway-admin\""),
+                );
+                return response;
+            }
+        }
+    } else {
+        Caller {
+            id: "anonymous".into(),
+            environment: None,
+        }
+    };
+    let actor = caller.id.clone();
+    request.extensions_mut().insert(caller);
+    let response = next.run(request).await;
+    let reads = method == Method::GET || method == Method::HEAD;
+    if !reads {
+        let note = response.extensions().get::<AuditNote>().cloned();
+        let status = response.status();
+        let outcome = if status.is_success() {
+            "ok"
+        } else if status.is_client_error() {
+            "refused"
+        } else {
+            "failed"
+        };
+        let (target, detail) = match note {
+            Some(note) => (note.target, note.detail),
+            None => (path, String::new()),
+        };
+        audit(
+            &shared,
+            ControlAuditRecord {
+                id: 0,
+                at_ms: now_ms(),
+                environment: shared.environment.clone(),
+                actor,
+                action,
+                target,
+                status: status.as_u16(),
+                outcome: outcome.into(),
+                detail,
+            },
+        )
+        .await;
+    }
+    response
+}
+
+async fn authenticate(
+    shared: &Arc<Shared>,
+    presented: Option<&str>,
+    required: Role,
+) -> Result<Caller, (String, ApiError)> {
+    let unauthorized = |actor: String, code: &'static str, message: String| {
+        (
+            actor,
+            ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code,
+                message,
+            },
+        )
+    };
+    let Some(header) = presented else {
+        return Err(unauthorized(
+            "anonymous".into(),
+            "missing_token",
+            "this admin API needs a token: pass --token or set RUNWAY_TOKEN (the node printed \
+             its bootstrap admin token when it first started)"
+                .into(),
+        ));
+    };
+    let Some(secret) = runway_access::bearer(header) else {
+        return Err(unauthorized(
+            "anonymous".into(),
+            "malformed_authorization",
+            "the Authorization header must be `Bearer <token>`".into(),
+        ));
+    };
+    let hash = SecretHash::of(secret);
+    let store = shared.store.clone();
+    let found = tokio::task::spawn_blocking(move || store.token_by_hash(&hash.0))
+        .await
+        .map_err(|err| {
+            (
+                "anonymous".to_owned(),
+                ApiError::internal(format!("token lookup failed: {err}")),
+            )
+        })?
+        .map_err(|err| ("anonymous".to_owned(), ApiError::from(err)))?;
+    let token = check_token(found.as_ref(), now_ms()).map_err(|(code, message)| {
+        let actor = found.as_ref().map_or("anonymous", |t| t.id.as_str());
+        unauthorized(actor.to_owned(), code, message)
+    })?;
+    let forbidden = |message: String| {
+        (
+            token.id.clone(),
+            ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message,
+            },
+        )
+    };
+    if token.role < required {
+        return Err(forbidden(format!(
+            "token {} has role {}; this needs {} or above",
+            token.id, token.role, required
+        )));
+    }
+    if let Some(scope) = token
+        .environment
+        .as_deref()
+        .filter(|scope| *scope != shared.environment)
+    {
+        return Err(forbidden(format!(
+            "token {} is scoped to environment `{scope}`; this node serves `{}`",
+            token.id, shared.environment
+        )));
+    }
+    Ok(Caller {
+        id: token.id.clone(),
+        environment: token.environment.clone(),
+    })
+}
+
+/// Writes one control-plane audit record; a failure is logged, never hidden from the log.
+pub(crate) async fn audit(shared: &Arc<Shared>, record: ControlAuditRecord) {
+    let store = shared.store.clone();
+    let written = tokio::task::spawn_blocking(move || store.append_control_audit(&record)).await;
+    match written {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "writing the control-plane audit log failed"),
+        Err(err) => tracing::error!(error = %err, "the audit task failed"),
+    }
+}
+
+/// The bootstrap admin token this start created, if it created one.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// Tokens already existed: nothing was created.
+    Existing,
+    /// Created from `RUNWAY_ADMIN_TOKEN`; the operator already knows it.
+    FromEnvironment {
+        /// Its id.
+        id: String,
+    },
+    /// Generated now; shown once.
+    Generated {
+        /// Its id.
+        id: String,
+        /// The secret to print once.
+        secret: String,
+    },
+    /// Authentication is off.
+    Disabled,
+}
+
+/// Why the node cannot set up control-plane access.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `RUNWAY_ADMIN_TOKEN` is unusable.
+    #[error("{0}")]
+    BadBootstrapToken(String),
+    /// Authentication off on a reachable address.
+    #[error(
+        "refusing to serve the admin API on {0} without authentication: anyone who can reach it \
+         could deploy code; drop --no-auth or listen on a loopback address"
+    )]
+    InsecureAdmin(std::net::SocketAddr),
+}
+
+/// Creates the first admin token when the store has none.
+pub(crate) fn bootstrap(
+    store: &dyn ControlStore,
+    environment: &str,
+    chosen: Option<&str>,
+) -> Result<Bootstrap, AccessError> {
+    if !store.tokens()?.is_empty() {
+        return Ok(Bootstrap::Existing);
+    }
+    let minted = runway_access::mint_token();
+    let (secret, hash, from_env) = match chosen {
+        Some(chosen) => {
+            runway_access::check_bootstrap_token(chosen).map_err(AccessError::BadBootstrapToken)?;
+            (chosen.to_owned(), SecretHash::of(chosen), true)
+        }
+        None => (minted.secret, minted.hash, false),
+    };
+    let now = now_ms();
+    store.create_token(&TokenRecord {
+        id: minted.id.clone(),
+        hash: hash.0,
+        role: Role::Admin,
+        environment: None,
+        label: "bootstrap admin".into(),
+        created_at_ms: now,
+        expires_at_ms: None,
+        revoked_at_ms: None,
+        created_by: "system".into(),
+    })?;
+    store.append_control_audit(&ControlAuditRecord {
+        id: 0,
+        at_ms: now,
+        environment: environment.to_owned(),
+        actor: "system".into(),
+        action: "token.bootstrap".into(),
+        target: minted.id.clone(),
+        status: 201,
+        outcome: "ok".into(),
+        detail: if from_env {
+            "bootstrap admin token from RUNWAY_ADMIN_TOKEN".into()
+        } else {
+            "bootstrap admin token generated and printed once".into()
+        },
+    })?;
+    Ok(if from_env {
+        Bootstrap::FromEnvironment { id: minted.id }
+    } else {
+        Bootstrap::Generated {
+            id: minted.id,
+            secret,
+        }
+    })
+}
+
+/// Creates a token; returns its record and secret.
+pub(crate) fn create_token(
+    store: &dyn ControlStore,
+    role: Role,
+    environment: Option<String>,
+    ttl: Duration,
+    label: String,
+    created_by: &str,
+) -> Result<(TokenRecord, String), StoreError> {
+    let minted = runway_access::mint_token();
+    let now = now_ms();
+    let record = TokenRecord {
+        id: minted.id,
+        hash: minted.hash.0,
+        role,
+        environment,
+        label,
+        created_at_ms: now,
+        expires_at_ms: Some(now.saturating_add(ttl.as_millis() as i64)),
+        revoked_at_ms: None,
+        created_by: created_by.to_owned(),
+    };
+    store.create_token(&record)?;
+    Ok((record, minted.secret))
+}

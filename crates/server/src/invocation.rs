@@ -1,0 +1,228 @@
+//! Invocation access at the gateway: API keys and JWTs per route, per-key rates, the
+//! concurrency limit and expiry. Every check runs before an instance exists, so a refused
+//! caller costs nothing and is never metered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::StatusCode;
+use runway_access::{RateLimiter, SecretHash};
+use runway_manifest::InvocationAuth;
+use runway_store::{ApiKeyRecord, ControlStore, StoreError};
+
+use crate::live::LiveFunction;
+
+/// One API key as the gateway checks it.
+pub(crate) struct ApiKeyEntry {
+    pub(crate) record: ApiKeyRecord,
+    limiter: Option<RateLimiter>,
+}
+
+/// Every API key of the node's environment by hash; swapped whole when keys change.
+#[derive(Default)]
+pub(crate) struct ApiKeyTable {
+    by_hash: HashMap<String, Arc<ApiKeyEntry>>,
+}
+
+impl ApiKeyTable {
+    /// Loads the environment's keys; rate buckets of keys already loaded carry over.
+    pub(crate) fn load(
+        store: &dyn ControlStore,
+        environment: &str,
+        previous: &ApiKeyTable,
+    ) -> Result<ApiKeyTable, StoreError> {
+        let by_hash = store
+            .api_keys(environment)?
+            .into_iter()
+            .map(|record| {
+                let entry = match previous.by_hash.get(&record.hash) {
+                    Some(old) if old.record.rate == record.rate => Arc::new(ApiKeyEntry {
+                        record,
+                        limiter: old.limiter.as_ref().map(|l| RateLimiter::new(l.rate())),
+                    }),
+                    _ => Arc::new(ApiKeyEntry {
+                        limiter: record.rate.map(RateLimiter::new),
+                        record,
+                    }),
+                };
+                (entry.record.hash.clone(), entry)
+            })
+            .collect();
+        Ok(ApiKeyTable { by_hash })
+    }
+}
+
+/// Why the gateway refused a caller.
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    /// Metric label.
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+    /// Seconds to wait, for 429.
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn unauthenticated(message: String) -> Refusal {
+        Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "unauthenticated",
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+/// Checks the caller's credentials for a route with `auth`.
+pub(crate) fn check_caller(
+    auth: InvocationAuth,
+    function: &LiveFunction,
+    keys: &ApiKeyTable,
+    authorization: Option<&str>,
+    now_ms: i64,
+) -> Result<(), Refusal> {
+    if auth == InvocationAuth::Public {
+        return Ok(());
+    }
+    let name = function.name();
+    let Some(header) = authorization else {
+        return Err(Refusal::unauthenticated(format!(
+            "function {name} needs {}: send `Authorization: Bearer <{}>`\n",
+            if auth == InvocationAuth::Jwt {
+                "a JWT"
+            } else {
+                "an API key"
+            },
+            if auth == InvocationAuth::Jwt {
+                "jwt"
+            } else {
+                "api key"
+            },
+        )));
+    };
+    let Some(credential) = runway_access::bearer(header) else {
+        return Err(Refusal::unauthenticated(
+            "the Authorization header must be `Bearer <credential>`\n".into(),
+        ));
+    };
+    match auth {
+        InvocationAuth::Public => Ok(()),
+        InvocationAuth::ApiKey => check_api_key(name, keys, credential, now_ms),
+        InvocationAuth::Jwt => {
+            let Some(verifier) = &function.jwt else {
+                return Err(Refusal::unauthenticated(format!(
+                    "function {name} has no usable JWT key set\n"
+                )));
+            };
+            verifier
+                .verify(credential)
+                .map(drop)
+                .map_err(|refusal| Refusal::unauthenticated(format!("{refusal}\n")))
+        }
+    }
+}
+
+fn check_api_key(
+    function: &str,
+    keys: &ApiKeyTable,
+    credential: &str,
+    now_ms: i64,
+) -> Result<(), Refusal> {
+    let hash = SecretHash::of(credential);
+    let Some(entry) = keys.by_hash.get(&hash.0) else {
+        return Err(Refusal::unauthenticated(
+            "unknown API key; create one with `runway key create --function NAME`\n".into(),
+        ));
+    };
+    let key = &entry.record;
+    if key.revoked_at_ms.is_some() {
+        return Err(Refusal::unauthenticated(format!(
+            "API key {} was revoked\n",
+            key.id
+        )));
+    }
+    if key.expires_at_ms.is_some_and(|at| at <= now_ms) {
+        return Err(Refusal::unauthenticated(format!(
+            "API key {} expired at {}\n",
+            key.id,
+            crate::lifespan::format_ms(key.expires_at_ms.unwrap_or_default())
+        )));
+    }
+    if key.function != function {
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            reason: "forbidden",
+            message: format!(
+                "API key {} is for function {}, not {function}\n",
+                key.id, key.function
+            ),
+            retry_after: None,
+        });
+    }
+    if let Some(limiter) = &entry.limiter
+        && let Err(wait) = limiter.try_acquire(Instant::now())
+    {
+        return Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "rate_limited",
+            message: format!(
+                "API key {} is over its rate of {}; retry later\n",
+                key.id,
+                limiter.rate()
+            ),
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+        });
+    }
+    Ok(())
+}
+
+/// A slot under the function's concurrency limit, released when dropped.
+pub(crate) struct Slot(Arc<LiveFunction>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.dec();
+    }
+}
+
+/// Takes a slot: refused with 429 beyond `max_concurrency`, or 410 after expiry.
+pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+    if let Some(at) = function.expires_at_ms
+        && at <= now_ms
+    {
+        return Err(Refusal {
+            status: StatusCode::GONE,
+            reason: "expired",
+            message: format!(
+                "function {} expired at {} and is retired; `runway extend {} --until DATE` \
+                 brings it back\n",
+                function.name(),
+                crate::lifespan::format_ms(at),
+                function.name()
+            ),
+            retry_after: None,
+        });
+    }
+    // The counter is shared by every release of the function, so a deploy does not reset it.
+    let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;
+    function.in_flight.inc();
+    let slot = Slot(function.clone());
+    if let Some(max) = function.release.config.max_concurrency
+        && running > max
+    {
+        drop(slot);
+        return Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "concurrency_limit",
+            message: format!(
+                "function {} is running its maximum of {max} invocations at once; retry shortly\n",
+                function.name()
+            ),
+            retry_after: Some(1),
+        });
+    }
+    Ok(slot)
+}

@@ -1,0 +1,545 @@
+//! Asynchronous invocations and schedules: jobs are stored durably before they are
+//! acknowledged, run at least once by a worker with retries and exponential backoff, and
+//! dead-lettered after their last attempt. Schedule ticks are claimed in the store, so each
+//! tick enqueues one run however often nodes restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use runway_manifest::{MissedTicks, QueueTrigger, ScheduleTrigger};
+use runway_store::{Job, JobRequest, JobResult, JobSource, JobState, JobUpdate};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::admin::{InvokeRequest, blocking, live_function};
+use crate::auth::{AuditNote, noted, now_ms};
+use crate::error::ApiError;
+use crate::live::LiveFunction;
+
+/// Jobs one node runs at once.
+const WORKERS: usize = 32;
+/// How long a claimed job is leased; past it, another worker may take it again. Longer
+/// than the longest timeout, so a live attempt is never run twice.
+const LEASE: Duration = Duration::from_secs(16 * 60);
+/// How much of a job's response body is kept.
+const RESULT_BODY_LIMIT: usize = 64 << 10;
+
+/// The answer to an enqueue: the job's id, at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnqueueResponse {
+    /// The job id, for `runway queue show`.
+    pub id: String,
+    /// Its state (pending).
+    pub state: JobState,
+}
+
+/// A page of jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobsResponse {
+    /// Jobs, newest first.
+    pub jobs: Vec<Job>,
+}
+
+fn queue_settings(function: &LiveFunction) -> QueueTrigger {
+    function.release.config.queue.clone().unwrap_or_default()
+}
+
+fn new_job(
+    function: &LiveFunction,
+    source: JobSource,
+    request: JobRequest,
+    scheduled_for_ms: Option<i64>,
+    now: i64,
+) -> Job {
+    Job {
+        id: format!("j-{}", runway_access::random_id()),
+        environment: function.release.environment.clone(),
+        function: function.name().to_owned(),
+        source,
+        request,
+        state: JobState::Pending,
+        attempts: 0,
+        max_attempts: queue_settings(function).max_attempts,
+        next_run_at_ms: now,
+        last_error: None,
+        result: None,
+        scheduled_for_ms,
+        created_at_ms: now,
+        updated_at_ms: now,
+    }
+}
+
+/// `POST /v1/functions/{name}/enqueue`: stores the job, then answers 202 with its id.
+pub(crate) async fn enqueue(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    request: Result<Json<InvokeRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = crate::admin::json_body(request, "enqueue")?;
+    let live = live_function(&shared, &name)?;
+    if live.release.config.queue.is_none() {
+        return Err(ApiError::unprocessable(
+            "no_queue_trigger",
+            format!(
+                "function `{name}` has no queue trigger; add `[[function.trigger]]` with \
+                 `queue = {{}}` to its manifest to accept asynchronous invocations"
+            ),
+        ));
+    }
+    let (method, path) = crate::admin::method_and_path(&live, &request);
+    let job = new_job(
+        &live,
+        JobSource::Queue,
+        JobRequest {
+            method,
+            path,
+            headers: request.headers.into_iter().collect(),
+            body: request.body.unwrap_or_default().into_bytes(),
+        },
+        None,
+        now_ms(),
+    );
+    let id = job.id.clone();
+    {
+        let shared = shared.clone();
+        blocking(move || Ok(shared.store.enqueue_job(&job)?)).await?;
+    }
+    shared.job_ready.notify_one();
+    Ok(noted(
+        (
+            StatusCode::ACCEPTED,
+            Json(EnqueueResponse {
+                id: id.clone(),
+                state: JobState::Pending,
+            }),
+        ),
+        AuditNote::new(name, format!("job {id}")),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct JobsQuery {
+    /// Comma-separated states; default pending,running,dead.
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/jobs`.
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<JobsQuery>,
+) -> Result<Json<JobsResponse>, ApiError> {
+    let states = match query.state.as_deref() {
+        None => vec![JobState::Pending, JobState::Running, JobState::Dead],
+        Some(text) => text
+            .split(',')
+            .map(|s| match s.trim() {
+                "pending" => Ok(JobState::Pending),
+                "running" => Ok(JobState::Running),
+                "succeeded" => Ok(JobState::Succeeded),
+                "dead" => Ok(JobState::Dead),
+                other => Err(ApiError::bad_request(
+                    "invalid_state",
+                    format!("unknown job state `{other}`: use pending, running, succeeded or dead"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let jobs =
+        blocking(move || Ok(shared.store.jobs(&shared.environment, &states, limit)?)).await?;
+    Ok(Json(JobsResponse { jobs }))
+}
+
+fn no_such_job(id: &str) -> ApiError {
+    ApiError::not_found(
+        "no_such_job",
+        format!("no job `{id}` in this environment; `runway queue ls` lists them"),
+    )
+}
+
+/// `GET /v1/jobs/{id}`.
+pub(crate) async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let lookup = id.clone();
+    let job = blocking(move || {
+        Ok(shared
+            .store
+            .job(&lookup)?
+            .filter(|j| j.environment == shared.environment))
+    })
+    .await?;
+    job.map(Json).ok_or_else(|| no_such_job(&id))
+}
+
+/// `POST /v1/jobs/{id}/retry`: a dead-lettered job goes back to pending with fresh attempts.
+pub(crate) async fn retry(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let lookup = id.clone();
+    let job = {
+        let shared = shared.clone();
+        blocking(move || {
+            let Some(job) = shared
+                .store
+                .job(&lookup)?
+                .filter(|j| j.environment == shared.environment)
+            else {
+                return Ok(None);
+            };
+            if job.state != JobState::Dead {
+                return Ok(Some(Err(job.state)));
+            }
+            shared.store.retry_job(&lookup, now_ms())?;
+            Ok(Some(Ok(shared.store.job(&lookup)?)))
+        })
+        .await?
+    };
+    match job {
+        None => Err(no_such_job(&id)),
+        Some(Err(state)) => Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "not_dead_lettered",
+            message: format!(
+                "job `{id}` is {}; only dead-lettered jobs are retried",
+                state.as_str()
+            ),
+        }),
+        Some(Ok(job)) => {
+            shared.job_ready.notify_one();
+            Ok(noted(Json(job), AuditNote::new(id, "back to pending")))
+        }
+    }
+}
+
+/// Runs due jobs until `stop`; first puts back jobs a previous process left running.
+pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
+    let environment = shared.environment.clone();
+    {
+        let shared = shared.clone();
+        let env = environment.clone();
+        let requeued = tokio::task::spawn_blocking(move || {
+            shared.store.requeue_abandoned(&env, i64::MAX, now_ms())
+        })
+        .await;
+        match requeued {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::warn!(jobs = n, "jobs interrupted by the last stop run again"),
+            Ok(Err(err)) => tracing::error!(error = %err, "requeueing interrupted jobs failed"),
+            Err(err) => tracing::error!(error = %err, "the requeue task failed"),
+        }
+    }
+    let permits = Arc::new(Semaphore::new(WORKERS));
+    loop {
+        let free = permits.available_permits() as u32;
+        if free > 0 {
+            let claimed = {
+                let shared = shared.clone();
+                let env = environment.clone();
+                tokio::task::spawn_blocking(move || {
+                    let now = now_ms();
+                    shared.store.requeue_abandoned(&env, now, now)?;
+                    shared
+                        .store
+                        .claim_jobs(&env, now, now + LEASE.as_millis() as i64, free)
+                })
+                .await
+            };
+            match claimed {
+                Ok(Ok(jobs)) => {
+                    for job in jobs {
+                        let permit = permits
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("the semaphore is never closed");
+                        let shared = shared.clone();
+                        shared.in_flight.clone().spawn(async move {
+                            run(&shared, job).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Ok(Err(err)) => tracing::error!(error = %err, "claiming due jobs failed"),
+                Err(err) => tracing::error!(error = %err, "the claim task failed"),
+            }
+        }
+        tokio::select! {
+            () = shared.job_ready.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Runs one attempt and records how it ended.
+async fn run(shared: &Arc<Shared>, job: Job) {
+    let now = now_ms();
+    let live = shared.routes.load().functions.get(&job.function).cloned();
+    let update = match live {
+        None => JobUpdate {
+            state: JobState::Dead,
+            next_run_at_ms: now,
+            last_error: Some(format!(
+                "function `{}` is no longer deployed in this environment",
+                job.function
+            )),
+            result: None,
+        },
+        Some(live) => attempt(shared, live, &job).await,
+    };
+    let outcome = match update.state {
+        JobState::Succeeded => "succeeded",
+        JobState::Dead => "dead",
+        _ => "retried",
+    };
+    shared
+        .metrics
+        .jobs
+        .with_label_values(&[&job.function, &job.environment, outcome])
+        .inc();
+    if update.state == JobState::Dead {
+        tracing::warn!(job = %job.id, function = %job.function, error = update.last_error.as_deref().unwrap_or(""), "job dead-lettered");
+    }
+    let store = shared.store.clone();
+    let id = job.id.clone();
+    let written =
+        tokio::task::spawn_blocking(move || store.finish_job(&id, &update, now_ms())).await;
+    if let Ok(Err(err)) | Err(err) =
+        written.map_err(|e| runway_store::StoreError::Corrupt(e.to_string()))
+    {
+        tracing::error!(job = %job.id, error = %err, "recording a job attempt failed; the job runs again when its lease ends");
+    }
+}
+
+async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> JobUpdate {
+    let now = now_ms();
+    let mut builder = http::Request::builder()
+        .method(job.request.method.as_str())
+        .uri(job.request.path.as_str())
+        .header("x-runway-job-id", job.id.as_str())
+        .header("x-runway-attempt", job.attempts.to_string());
+    for (key, value) in &job.request.headers {
+        builder = builder.header(key, value);
+    }
+    if let Some(tick) = job.scheduled_for_ms {
+        builder = builder
+            .header("x-runway-trigger", "schedule")
+            .header("x-runway-scheduled-for", crate::lifespan::format_ms(tick));
+    }
+    let request = match builder.body(Full::new(Bytes::from(job.request.body.clone()))) {
+        Ok(request) => request,
+        Err(err) => {
+            return JobUpdate {
+                state: JobState::Dead,
+                next_run_at_ms: now,
+                last_error: Some(format!("the stored request is not valid HTTP: {err}")),
+                result: None,
+            };
+        }
+    };
+    let settings = queue_settings(&live);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let response = crate::gateway::invoke(shared, live, request, Some(tx)).await;
+    let status = response.status();
+    let request_id = response
+        .headers()
+        .get(crate::gateway::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut body = response.into_body();
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            let room = RESULT_BODY_LIMIT.saturating_sub(collected.len());
+            collected.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    drop(body);
+    let record = rx.await.ok();
+    let result = JobResult {
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&collected).into_owned(),
+        request_id,
+    };
+    let failed_run = record.as_ref().and_then(|r| {
+        r.error
+            .clone()
+            .filter(|_| r.status != runway_meter::InvocationStatus::Ok)
+    });
+    let now = now_ms();
+    if failed_run.is_none() && (status.is_success() || status.is_redirection()) {
+        return JobUpdate {
+            state: JobState::Succeeded,
+            next_run_at_ms: now,
+            last_error: None,
+            result: Some(result),
+        };
+    }
+    let error = failed_run.unwrap_or_else(|| format!("the function answered {status}"));
+    let permanent = status == StatusCode::GONE
+        || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS);
+    if permanent {
+        return JobUpdate {
+            state: JobState::Dead,
+            next_run_at_ms: now,
+            last_error: Some(format!("{error} (a 4xx answer is not retried)")),
+            result: Some(result),
+        };
+    }
+    if job.attempts >= job.max_attempts {
+        return JobUpdate {
+            state: JobState::Dead,
+            next_run_at_ms: now,
+            last_error: Some(format!(
+                "{error} (attempt {} of {}: no attempts left)",
+                job.attempts, job.max_attempts
+            )),
+            result: Some(result),
+        };
+    }
+    let delay = settings.delay_after(job.attempts);
+    JobUpdate {
+        state: JobState::Pending,
+        next_run_at_ms: now + delay.as_millis() as i64,
+        last_error: Some(format!(
+            "{error} (attempt {} of {}; next in {})",
+            job.attempts,
+            job.max_attempts,
+            humantime::format_duration(delay)
+        )),
+        result: Some(result),
+    }
+}
+
+/// A schedule's identity in the store: its expression, zone and path.
+fn schedule_key(schedule: &ScheduleTrigger) -> String {
+    format!(
+        "{}@{}{}",
+        schedule.cron.as_str(),
+        String::from(schedule.timezone),
+        schedule.path
+    )
+}
+
+/// Claims due ticks of every live schedule until `stop`.
+pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
+    // Next tick per (function, schedule key), and the release it was computed for.
+    let mut next: HashMap<(String, String), i64> = HashMap::new();
+    loop {
+        let functions = shared.routes.load().functions.clone();
+        let now = now_ms();
+        let mut seen = Vec::new();
+        for function in functions.values() {
+            if function.expires_at_ms.is_some_and(|at| at <= now) {
+                continue;
+            }
+            for trigger in &function.release.config.schedules {
+                let key = (function.name().to_owned(), schedule_key(trigger));
+                seen.push(key.clone());
+                let due = match next.get(&key) {
+                    Some(due) => *due,
+                    None => {
+                        let first = first_tick(&shared, function, trigger, &key.1, now).await;
+                        next.insert(key.clone(), first);
+                        first
+                    }
+                };
+                if due > now {
+                    continue;
+                }
+                fire(&shared, function, trigger, &key.1, due, now).await;
+                let following = trigger.next_tick_after(now).unwrap_or(i64::MAX);
+                next.insert(key, following);
+            }
+        }
+        next.retain(|key, _| seen.contains(key));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The first tick to fire for a schedule this process has not seen: a missed tick (once)
+/// if the schedule ran before and `missed = "run-once"`, else the next one.
+async fn first_tick(
+    shared: &Arc<Shared>,
+    function: &LiveFunction,
+    trigger: &ScheduleTrigger,
+    key: &str,
+    now: i64,
+) -> i64 {
+    let following = trigger.next_tick_after(now).unwrap_or(i64::MAX);
+    let last = {
+        let store = shared.store.clone();
+        let (env, name, key) = (
+            shared.environment.clone(),
+            function.name().to_owned(),
+            key.to_owned(),
+        );
+        tokio::task::spawn_blocking(move || store.last_tick(&env, &name, &key)).await
+    };
+    let Ok(Ok(Some(last))) = last else {
+        return following;
+    };
+    match trigger.latest_tick_at_or_before(now) {
+        Some(missed) if missed > last && trigger.missed == MissedTicks::RunOnce => missed,
+        _ => following,
+    }
+}
+
+async fn fire(
+    shared: &Arc<Shared>,
+    function: &LiveFunction,
+    trigger: &ScheduleTrigger,
+    key: &str,
+    tick: i64,
+    now: i64,
+) {
+    let job = new_job(
+        function,
+        JobSource::Schedule,
+        JobRequest {
+            method: "POST".into(),
+            path: trigger.path.clone(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        Some(tick),
+        now,
+    );
+    let store = shared.store.clone();
+    let key = key.to_owned();
+    let claimed = tokio::task::spawn_blocking(move || store.claim_tick(&key, tick, &job)).await;
+    match claimed {
+        Ok(Ok(true)) => {
+            shared
+                .metrics
+                .schedule_ticks
+                .with_label_values(&[function.name(), &function.release.environment])
+                .inc();
+            shared.job_ready.notify_one();
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(err)) => {
+            tracing::error!(function = function.name(), error = %err, "claiming a schedule tick failed")
+        }
+        Err(err) => tracing::error!(error = %err, "the schedule task failed"),
+    }
+}
