@@ -439,8 +439,8 @@ fn schedule_key(schedule: &ScheduleTrigger) -> String {
 
 /// Claims due ticks of every live schedule until `stop`.
 pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
-    // Next tick per (function, schedule key), and the release it was computed for.
-    let mut next: HashMap<(String, String), i64> = HashMap::new();
+    // Next tick per (function, schedule key), and whether it is a missed tick's catch-up.
+    let mut next: HashMap<(String, String), (i64, bool)> = HashMap::new();
     loop {
         let functions = shared.routes.load().functions.clone();
         let now = now_ms();
@@ -452,7 +452,7 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
             for trigger in &function.release.config.schedules {
                 let key = (function.name().to_owned(), schedule_key(trigger));
                 seen.push(key.clone());
-                let due = match next.get(&key) {
+                let (due, catch_up) = match next.get(&key) {
                     Some(due) => *due,
                     None => {
                         let first = first_tick(&shared, function, trigger, &key.1, now).await;
@@ -463,9 +463,9 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
                 if due > now {
                     continue;
                 }
-                fire(&shared, function, trigger, &key.1, due, now).await;
+                fire(&shared, function, trigger, &key.1, due, catch_up, now).await;
                 let following = trigger.next_tick_after(now).unwrap_or(i64::MAX);
-                next.insert(key, following);
+                next.insert(key, (following, false));
             }
         }
         next.retain(|key, _| seen.contains(key));
@@ -484,8 +484,8 @@ async fn first_tick(
     trigger: &ScheduleTrigger,
     key: &str,
     now: i64,
-) -> i64 {
-    let following = trigger.next_tick_after(now).unwrap_or(i64::MAX);
+) -> (i64, bool) {
+    let following = (trigger.next_tick_after(now).unwrap_or(i64::MAX), false);
     let last = {
         let store = shared.store.clone();
         let (env, name, key) = (
@@ -499,7 +499,7 @@ async fn first_tick(
         return following;
     };
     match trigger.latest_tick_at_or_before(now) {
-        Some(missed) if missed > last && trigger.missed == MissedTicks::RunOnce => missed,
+        Some(missed) if missed > last && trigger.missed == MissedTicks::RunOnce => (missed, true),
         _ => following,
     }
 }
@@ -510,15 +510,21 @@ async fn fire(
     trigger: &ScheduleTrigger,
     key: &str,
     tick: i64,
+    catch_up: bool,
     now: i64,
 ) {
+    let headers = if catch_up {
+        vec![("x-runway-missed-tick".to_owned(), "true".to_owned())]
+    } else {
+        Vec::new()
+    };
     let job = new_job(
         function,
         JobSource::Schedule,
         JobRequest {
             method: "POST".into(),
             path: trigger.path.clone(),
-            headers: Vec::new(),
+            headers,
             body: Vec::new(),
         },
         Some(tick),

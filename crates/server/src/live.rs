@@ -66,10 +66,21 @@ impl LiveFunction {
         });
         let expires_at_ms = release.config.expires.as_ref().map(|e| e.at_ms());
         if let Some(at) = expires_at_ms {
+            let left = at - crate::auth::now_ms();
             metrics
                 .expires_at
                 .with_label_values(&labels)
                 .set(at.div_euclid(1000));
+            metrics
+                .expiring_soon
+                .with_label_values(&labels)
+                .set(i64::from(
+                    left <= crate::lifespan::EXPIRY_WARNING.as_millis() as i64,
+                ));
+            metrics
+                .retired
+                .with_label_values(&labels)
+                .set(i64::from(left <= 0));
         }
         LiveFunction {
             running: metrics.running(labels[0], labels[1]),

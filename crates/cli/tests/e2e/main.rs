@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `runway` binary on free loopback ports with its
 //! own data folder, deploys real components and talks HTTP to it.
 
+mod access;
 mod bad_input;
 mod deploy;
 mod lifecycle;
@@ -8,3 +9,4 @@ mod limits;
 mod metering;
 mod policy;
 mod support;
+mod triggers;

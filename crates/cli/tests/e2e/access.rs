@@ -1,0 +1,624 @@
+//! Who may call: control-plane tokens on the admin API, API keys and JWTs on the gateway,
+//! concurrency and rate limits, and lifespan.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn control_audit(node: &TestNode) -> Vec<Value> {
+    node.cli(&["audit", "--kind", "control", "--limit", "10000", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn create_token(node: &TestNode, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    node.cli(&all).json()["secret"].as_str().unwrap().to_owned()
+}
+
+fn invocations(node: &TestNode, function: &str) -> u64 {
+    let cost = node.cli(&["cost", "--since", "1h", "--json"]).json();
+    cost["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == function)
+        .map_or(0, |f| f["invocations"].as_u64().unwrap())
+}
+
+#[test]
+fn admin_tokens_are_checked_for_role_scope_expiry_and_revocation_and_every_action_is_audited() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let hello = manifest(
+        &dir.path().join("app"),
+        &function_toml("hello", "hello", "/hello", ""),
+    );
+    let hello = hello.to_str().unwrap();
+
+    // No token, a malformed one, an unknown one: 401, saying which.
+    let none = runway_as(&["ls"], &node.admin, None);
+    assert!(
+        none.failed().contains("401") && none.stderr.contains("RUNWAY_TOKEN"),
+        "{}",
+        none.stderr
+    );
+    let unknown = runway_as(&["ls"], &node.admin, Some("rwy_not-a-token"));
+    assert!(
+        unknown.failed().contains("401 unknown_token"),
+        "{}",
+        unknown.stderr
+    );
+    let raw = node
+        .admin_request(Method::GET, "/v1/functions", None)
+        .header("authorization", "Basic abc")
+        .send()
+        .unwrap();
+    assert_eq!(raw.status(), 401);
+    assert!(raw.headers().contains_key("www-authenticate"));
+    // Health needs no token.
+    assert_eq!(
+        node.admin_request(Method::GET, "/v1/health", None)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A viewer reads but cannot deploy, invoke or manage tokens.
+    let viewer = create_token(&node, &["--role", "viewer", "--label", "dashboards"]);
+    assert!(viewer.starts_with("rwy_"));
+    runway_as(&["ls"], &node.admin, Some(&viewer)).ok();
+    let refused = runway_as(&["deploy", "--no-build", hello], &node.admin, Some(&viewer));
+    assert!(
+        refused.failed().contains("403") && refused.stderr.contains("role viewer"),
+        "{}",
+        refused.stderr
+    );
+    let refused = runway_as(
+        &["token", "create", "--role", "admin"],
+        &node.admin,
+        Some(&viewer),
+    );
+    assert!(refused.failed().contains("403"), "{}", refused.stderr);
+
+    // A deployer scoped to staging cannot deploy to this prod node; one scoped to prod can.
+    let staging = create_token(&node, &["--role", "deployer", "--env", "staging"]);
+    let refused = runway_as(
+        &["deploy", "--no-build", hello],
+        &node.admin,
+        Some(&staging),
+    );
+    assert!(
+        refused.failed().contains("403")
+            && refused.stderr.contains("scoped to environment `staging`"),
+        "{}",
+        refused.stderr
+    );
+    let deployer = create_token(&node, &["--role", "deployer", "--env", "prod"]);
+    runway_as(
+        &["deploy", "--no-build", hello],
+        &node.admin,
+        Some(&deployer),
+    )
+    .ok();
+    let refused = runway_as(
+        &["token", "create", "--role", "viewer"],
+        &node.admin,
+        Some(&deployer),
+    );
+    assert!(refused.failed().contains("403"), "{}", refused.stderr);
+
+    // Expiry and revocation take effect at once.
+    let short = create_token(&node, &["--role", "viewer", "--ttl", "1s"]);
+    runway_as(&["ls"], &node.admin, Some(&short)).ok();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let expired = runway_as(&["ls"], &node.admin, Some(&short));
+    assert!(
+        expired.failed().contains("401 expired_token"),
+        "{}",
+        expired.stderr
+    );
+    let listed = node.cli(&["token", "ls", "--json"]).json();
+    let viewer_id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "dashboards")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    node.cli(&["token", "revoke", &viewer_id]).ok();
+    let revoked = runway_as(&["ls"], &node.admin, Some(&viewer));
+    assert!(
+        revoked.failed().contains("401 revoked_token"),
+        "{}",
+        revoked.stderr
+    );
+
+    // Secrets are never listed, and the last admin token cannot be revoked.
+    let table = node.cli(&["token", "ls"]).ok().to_owned();
+    assert!(
+        !table.contains(&deployer) && !table.contains(ADMIN_TOKEN),
+        "{table}"
+    );
+    let bootstrap_id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "bootstrap admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let last = node.cli(&["token", "revoke", &bootstrap_id]);
+    assert!(
+        last.failed().contains("last_admin_token"),
+        "{}",
+        last.stderr
+    );
+
+    // Every change and every refusal is in the control-plane audit log, with its token.
+    let audit = control_audit(&node);
+    let has = |action: &str, outcome: &str, actor: Option<&str>| {
+        audit.iter().any(|r| {
+            r["action"] == action
+                && r["outcome"] == outcome
+                && actor.is_none_or(|a| r["actor"] == a)
+        })
+    };
+    assert!(has("token.bootstrap", "ok", Some("system")), "{audit:#?}");
+    assert!(has("token.create", "ok", Some(&bootstrap_id)), "{audit:#?}");
+    assert!(has("deploy", "ok", None), "{audit:#?}");
+    assert!(has("deploy", "denied", None), "{audit:#?}");
+    assert!(has("token.revoke", "ok", Some(&bootstrap_id)), "{audit:#?}");
+    assert!(has("token.revoke", "refused", None), "{audit:#?}");
+    assert!(
+        has("GET /v1/functions", "denied", Some("anonymous")),
+        "{audit:#?}"
+    );
+    let deploy = audit
+        .iter()
+        .find(|r| r["action"] == "deploy" && r["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(deploy["target"], "hello");
+    assert!(deploy["detail"].as_str().unwrap().contains("hello@1"));
+    let text = node.cli(&["audit", "--kind", "control"]).ok().to_owned();
+    assert!(
+        text.contains("token.create") && text.contains("ACTION"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_generated_bootstrap_token_is_printed_once_and_only_its_hash_is_stored() {
+    let dir = tempdir();
+    let node = TestNode::start_with(dir.path(), &[], None);
+    let output = node.output();
+    let token = output
+        .lines()
+        .find_map(|l| l.strip_prefix("runway:   export RUNWAY_TOKEN="))
+        .unwrap_or_else(|| panic!("no bootstrap token printed:\n{output}"))
+        .to_owned();
+    runway_as(&["ls"], &node.admin, Some(&token)).ok();
+    assert!(runway(&["ls"], &node.admin).failed().contains("401"));
+    let (status, _) = node.terminate();
+    assert!(status.success());
+    let database = std::fs::read(dir.path().join("runway.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("runway.db-wal")).unwrap_or_default();
+    let needle = token.as_bytes();
+    for bytes in [&database, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the token's secret is stored in the database"
+        );
+    }
+    let again = TestNode::start_with(dir.path(), &[], None);
+    assert!(
+        !again.output().contains("export RUNWAY_TOKEN="),
+        "printed twice:\n{}",
+        again.output()
+    );
+    runway_as(&["ls"], &again.admin, Some(&token)).ok();
+}
+
+#[test]
+fn the_admin_api_refuses_to_listen_publicly_without_authentication() {
+    let dir = tempdir();
+    let stderr = serve_refused(dir.path(), &["--no-auth", "--admin-listen", "0.0.0.0:0"]);
+    assert!(
+        stderr.contains("without authentication") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+    // On loopback it starts, and says so.
+    let node = TestNode::start(&dir.path().join("open"), &["--no-auth"]);
+    assert!(node.output().contains("authentication is OFF"));
+    runway_as(&["ls"], &node.admin, None).ok();
+}
+
+#[test]
+fn api_keys_are_scoped_to_a_function_expire_revoke_and_rate_limit_and_refusals_cost_nothing() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let text = format!(
+        "{}\n{}",
+        function_toml("hello", "hello", "/hello", "").replace(
+            "route = \"/hello\" }",
+            "route = \"/hello\", auth = \"api-key\" }"
+        ),
+        function_toml("echo", "echo", "/echo/...", "").replace(
+            "route = \"/echo/...\" }",
+            "route = \"/echo/...\", auth = \"api-key\" }"
+        ),
+    );
+    node.deploy(&manifest(&dir.path().join("app"), &text));
+    let key = |args: &[&str]| {
+        let mut all = vec!["key", "create"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        node.cli(&all).json()
+    };
+    let hello_key = key(&["--function", "hello", "--label", "web"]);
+    let hello_secret = hello_key["secret"].as_str().unwrap();
+    assert!(hello_secret.starts_with("rwk_"));
+    let echo_secret = key(&["--function", "echo"])["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |secret: Option<&str>| {
+        let mut request = node.request(Method::GET, "/hello");
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        request.send().unwrap()
+    };
+
+    let missing = call(None);
+    assert_eq!(missing.status(), 401);
+    assert!(missing.headers().contains_key("www-authenticate"));
+    assert!(missing.text().unwrap().contains("needs an API key"));
+    let unknown = call(Some("rwk_nope"));
+    assert_eq!(unknown.status(), 401);
+    let other = call(Some(&echo_secret));
+    assert_eq!(other.status(), 403);
+    assert!(other.text().unwrap().contains("is for function echo"));
+    let ok = call(Some(hello_secret));
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().unwrap(), "Hello, World!\n");
+
+    // A rate of 2 per minute: the third call within the minute gets 429 with Retry-After.
+    let limited = key(&["--function", "hello", "--rate", "2/min"])["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(call(Some(&limited)).status(), 200);
+    assert_eq!(call(Some(&limited)).status(), 200);
+    let over = call(Some(&limited));
+    assert_eq!(over.status(), 429);
+    let wait: u64 = over.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+
+    // Expiry and revocation.
+    let short = key(&["--function", "hello", "--ttl", "1s"])["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let expired = call(Some(&short));
+    assert_eq!(expired.status(), 401);
+    assert!(expired.text().unwrap().contains("expired"));
+    let id = hello_key["key"]["id"].as_str().unwrap();
+    node.cli(&["key", "revoke", id]).ok();
+    let revoked = call(Some(hello_secret));
+    assert_eq!(revoked.status(), 401);
+    assert!(revoked.text().unwrap().contains("revoked"));
+    let listed = node.cli(&["key", "ls"]).ok().to_owned();
+    assert!(
+        listed.contains("revoked") && !listed.contains(hello_secret),
+        "{listed}"
+    );
+
+    // Only the three admitted calls ran and were metered.
+    node.eventually("three invocations are recorded", || {
+        invocations(&node, "hello") == 3
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(invocations(&node, "hello"), 3);
+    let refused = |reason: &str| {
+        node.metric(&format!(
+            "runway_gateway_refused_total{{environment=\"prod\",function=\"hello\",reason=\"{reason}\"}}"
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eq!(refused("unauthenticated"), 4.0);
+    assert_eq!(refused("forbidden"), 1.0);
+    assert_eq!(refused("rate_limited"), 1.0);
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn keys_dir() -> std::path::PathBuf {
+    repo_root().join("crates/access/tests/keys")
+}
+
+fn sign(alg: Algorithm, kid: &str, claims: &Value) -> String {
+    let read = |name: &str| std::fs::read(keys_dir().join(name)).unwrap();
+    let key = match alg {
+        Algorithm::HS256 => EncodingKey::from_secret(&read("hs256.secret")),
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&read("rs256.pem")).unwrap(),
+        _ => EncodingKey::from_ec_pem(&read("es256.pem")).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    encode(&header, claims, &key).unwrap()
+}
+
+#[test]
+fn jwt_routes_accept_only_valid_signed_tokens_and_refused_callers_never_run() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::copy(keys_dir().join("jwks.json"), app.join("jwks.json")).unwrap();
+    let text = function_toml(
+        "echo",
+        "echo",
+        "/echo/...",
+        "[function.jwt]\njwks = \"jwks.json\"\nissuer = \"https://auth.example.test\"\naudience = \"orders\"\n",
+    )
+    .replace("route = \"/echo/...\" }", "route = \"/echo/...\", auth = \"jwt\" }");
+    let deployed = node.deploy(&manifest(&app, &text));
+    assert!(
+        deployed["functions"][0]["release"]["config"]["jwt"]["jwks"]
+            .as_str()
+            .unwrap()
+            .contains("\"kid\": \"rs\"")
+    );
+    let claims = json!({
+        "iss": "https://auth.example.test",
+        "aud": "orders",
+        "sub": "alice",
+        "exp": now_secs() + 600,
+    });
+    let call = |token: &str| {
+        let response = node
+            .request(Method::POST, "/echo/x")
+            .bearer_auth(token)
+            .body("hi")
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    for (alg, kid) in [
+        (Algorithm::RS256, "rs"),
+        (Algorithm::ES256, "es"),
+        (Algorithm::HS256, "hs"),
+    ] {
+        assert_eq!(
+            call(&sign(alg, kid, &claims)),
+            (200, "hi".to_owned()),
+            "{alg:?}"
+        );
+    }
+
+    let mut refused = Vec::new();
+    // A bad signature: the body changed after signing.
+    let token = sign(Algorithm::RS256, "rs", &claims);
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    refused.push(("bad signature", parts.join("."), "not"));
+    // alg none.
+    let b64 = |v: &Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    refused.push((
+        "alg none",
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims)
+        ),
+        "alg: none",
+    ));
+    // Expired, wrong audience, not yet valid.
+    let mut expired = claims.clone();
+    expired["exp"] = json!(now_secs() - 60);
+    refused.push(("expired", sign(Algorithm::ES256, "es", &expired), "expired"));
+    let mut audience = claims.clone();
+    audience["aud"] = json!("billing");
+    refused.push((
+        "audience",
+        sign(Algorithm::RS256, "rs", &audience),
+        "audience",
+    ));
+    let mut early = claims.clone();
+    early["nbf"] = json!(now_secs() + 600);
+    refused.push(("nbf", sign(Algorithm::RS256, "rs", &early), "not valid yet"));
+    // Algorithm confusion: HS256 keyed with the RSA public key, naming the RSA key.
+    let public = std::fs::read(keys_dir().join("rs256.pub.pem")).unwrap();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rs".into());
+    let forged = encode(&header, &claims, &EncodingKey::from_secret(&public)).unwrap();
+    refused.push(("confusion", forged, "algorithm confusion"));
+    for (what, token, says) in &refused {
+        let (status, body) = call(token);
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(body.contains(says), "{what}: {body}");
+    }
+    node.eventually("the three accepted calls are recorded", || {
+        invocations(&node, "echo") == 3
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        invocations(&node, "echo"),
+        3,
+        "a refused caller was metered"
+    );
+}
+
+#[test]
+fn max_concurrency_refuses_with_429_and_retry_after_beyond_the_limit() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &function_toml(
+            "forever",
+            "forever",
+            "/forever",
+            "timeout = \"3s\"\nmax_concurrency = 1",
+        ),
+    ));
+    let first = {
+        let gateway = node.gateway.clone();
+        std::thread::spawn(move || {
+            reqwest::blocking::Client::new()
+                .get(format!("{gateway}/forever"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    node.eventually("the first call is running", || {
+        node.metric("runway_in_flight_requests{environment=\"prod\",function=\"forever\"}")
+            == Some(1.0)
+    });
+    let second = node.get("/forever");
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "1");
+    assert!(second.text().unwrap().contains("maximum of 1"));
+    assert_eq!(first.join().unwrap(), 504);
+    // The slot is free again once the first call has ended.
+    node.eventually("the slot is released", || {
+        node.metric("runway_in_flight_requests{environment=\"prod\",function=\"forever\"}")
+            == Some(0.0)
+    });
+    assert_eq!(node.get("/forever").status(), 504);
+}
+
+#[test]
+fn an_expired_function_answers_410_is_retired_and_extend_brings_it_back() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let app = dir.path().join("app");
+    let past = function_toml("hello", "hello", "/hello", "expires = \"2020-01-01\"");
+    let refused = node.cli(&[
+        "deploy",
+        "--no-build",
+        manifest(&app, &past).to_str().unwrap(),
+    ]);
+    assert!(
+        refused.failed().contains("in the past"),
+        "{}",
+        refused.stderr
+    );
+
+    let soon = SystemTime::now() + Duration::from_secs(3);
+    let soon = humantime::format_rfc3339_seconds(soon).to_string();
+    let text = function_toml("hello", "hello", "/hello", &format!("expires = \"{soon}\""));
+    let path = manifest(&app, &text);
+    let out = node
+        .cli(&["deploy", "--no-build", path.to_str().unwrap()])
+        .ok()
+        .to_owned();
+    assert!(
+        out.contains("warning: function `hello` expires in"),
+        "{out}"
+    );
+    assert_eq!(node.get("/hello").status(), 200);
+    let expiring = node.cli(&["ls", "--expiring", "30d"]).ok().to_owned();
+    assert!(
+        expiring.contains("hello") && expiring.contains("!)"),
+        "{expiring}"
+    );
+    assert!(
+        node.metric("runway_function_expiring_soon{environment=\"prod\",function=\"hello\"}")
+            == Some(1.0)
+    );
+    assert!(
+        node.cli(&["ls", "--expiring", "1s"])
+            .ok()
+            .contains("no function expires"),
+    );
+
+    let mut served = 1;
+    node.eventually("the function answers 410", || {
+        let status = node.get("/hello").status();
+        served += u64::from(status == 200);
+        status == 410
+    });
+    let gone = node.get("/hello").text().unwrap();
+    assert!(
+        gone.contains("expired") && gone.contains("runway extend hello"),
+        "{gone}"
+    );
+    node.eventually("it is marked retired", || {
+        control_audit(&node)
+            .iter()
+            .any(|r| r["action"] == "function.retire" && r["target"] == "hello")
+    });
+    let listed = node.cli(&["ls"]).ok().to_owned();
+    assert!(listed.contains("retired"), "{listed}");
+    assert_eq!(
+        node.metric("runway_function_retired{environment=\"prod\",function=\"hello\"}"),
+        Some(1.0)
+    );
+    // The gone calls were never metered: only the calls served before expiry.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(invocations(&node, "hello"), served);
+
+    // Extending needs the deployer role, and is audited.
+    let viewer = create_token(&node, &["--role", "viewer"]);
+    let refused = runway_as(
+        &["extend", "hello", "--until", "2099-12-31"],
+        &node.admin,
+        Some(&viewer),
+    );
+    assert!(refused.failed().contains("403"), "{}", refused.stderr);
+    let past = node.cli(&["extend", "hello", "--until", "2001-01-01"]);
+    assert!(past.failed().contains("in the past"), "{}", past.stderr);
+    let extended = node
+        .cli(&["extend", "hello", "--until", "2099-12-31"])
+        .ok()
+        .to_owned();
+    assert!(
+        extended.contains("hello now expires 2099-12-31 (release 2)"),
+        "{extended}"
+    );
+    assert_eq!(node.get("/hello").status(), 200);
+    let audit = control_audit(&node);
+    let extend = audit
+        .iter()
+        .find(|r| r["action"] == "function.extend" && r["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(extend["target"], "hello");
+    assert!(
+        extend["detail"].as_str().unwrap().contains("-> 2099-12-31"),
+        "{extend}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "function.extend" && r["outcome"] == "denied")
+    );
+}
