@@ -198,6 +198,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bootstrap admin token of benchmark nodes.
+const BENCH_TOKEN: &str = "rwy_benchmark-admin-token-not-secret";
+
 /// Starts `runway serve` on free ports; returns the process, gateway port and admin URL.
 fn spawn_node(runway: &Path, data: &Path) -> anyhow::Result<(Child, u16, String)> {
     let (port, admin) = (free_port()?, free_port()?);
@@ -211,6 +214,8 @@ fn spawn_node(runway: &Path, data: &Path) -> anyhow::Result<(Child, u16, String)
             "--data-dir",
         ])
         .arg(data)
+        // Admin API authentication on, as in production; older binaries ignore the variable.
+        .env("RUNWAY_ADMIN_TOKEN", BENCH_TOKEN)
         // Default logging: every invocation's REPORT line is written, as in production.
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -224,6 +229,7 @@ fn spawn_node(runway: &Path, data: &Path) -> anyhow::Result<(Child, u16, String)
 fn deploy(runway: &Path, admin: &str, manifest: &Path) -> anyhow::Result<bool> {
     Ok(Command::new(runway)
         .args(["deploy", "--no-build", "--server", admin])
+        .env("RUNWAY_TOKEN", BENCH_TOKEN)
         .arg(manifest)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -463,7 +463,11 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
                 if due > now {
                     continue;
                 }
-                fire(&shared, function, trigger, &key.1, due, catch_up, now).await;
+                // A stalled loop coalesces the ticks it slept through into the latest one.
+                let tick = trigger
+                    .latest_tick_at_or_before(now)
+                    .map_or(due, |latest| latest.max(due));
+                fire(&shared, function, trigger, &key.1, tick, catch_up, now).await;
                 let following = trigger.next_tick_after(now).unwrap_or(i64::MAX);
                 next.insert(key, (following, false));
             }
