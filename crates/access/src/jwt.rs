@@ -132,6 +132,9 @@ impl fmt::Debug for JwtVerifier {
     }
 }
 
+/// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash's 256 bits).
+const MIN_HMAC_SECRET: usize = 32;
+
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256];
 
 fn key_algorithm(jwk: &Jwk, index: usize) -> Result<Algorithm, JwtError> {
@@ -145,7 +148,19 @@ fn key_algorithm(jwk: &Jwk, index: usize) -> Result<Algorithm, JwtError> {
         reason,
     };
     let by_type = match &jwk.algorithm {
-        AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+        AlgorithmParameters::OctetKey(oct) => {
+            let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(oct.value.trim_end_matches('='))
+                .map_err(|_| unsupported("its `k` is not base64url".into()))?;
+            if secret.len() < MIN_HMAC_SECRET {
+                return Err(unsupported(format!(
+                    "an HS256 secret of {} bytes is too short to resist guessing; use at least \
+                     {MIN_HMAC_SECRET} random bytes",
+                    secret.len()
+                )));
+            }
+            Algorithm::HS256
+        }
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
             Algorithm::ES256
@@ -252,7 +267,11 @@ impl JwtVerifier {
             other if other.eq_ignore_ascii_case("none") => return Err(JwtRefusal::AlgNone),
             other => return Err(JwtRefusal::UnsupportedAlgorithm(other.to_owned())),
         };
-        let key = match &header.kid {
+        let index = ALGORITHMS
+            .iter()
+            .position(|a| *a == algorithm)
+            .expect("algorithm is one of the three");
+        let candidates: Vec<&VerifyKey> = match &header.kid {
             Some(kid) => {
                 let key = self
                     .keys
@@ -265,33 +284,51 @@ impl JwtVerifier {
                         key: format!("{:?}", key.algorithm),
                     });
                 }
-                key
+                vec![key]
             }
+            // Without a kid, every key of the token's algorithm is tried, so a key set in
+            // the middle of a rotation accepts tokens signed with either key.
             None => self
                 .keys
                 .iter()
-                .find(|k| k.algorithm == algorithm)
-                .ok_or_else(|| JwtRefusal::NoKey(format!("algorithm {alg}")))?,
+                .filter(|k| k.algorithm == algorithm)
+                .collect(),
         };
-        let index = ALGORITHMS
-            .iter()
-            .position(|a| *a == algorithm)
-            .expect("algorithm is one of the three");
-        jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &self.validation[index])
-            .map(|data| data.claims)
-            .map_err(|err| match err.kind() {
-                ErrorKind::InvalidSignature => JwtRefusal::BadSignature,
-                ErrorKind::ExpiredSignature => JwtRefusal::Expired,
-                ErrorKind::ImmatureSignature => JwtRefusal::NotYetValid,
-                ErrorKind::InvalidIssuer => JwtRefusal::WrongIssuer,
-                ErrorKind::InvalidAudience => JwtRefusal::WrongAudience,
-                ErrorKind::MissingRequiredClaim(claim) => JwtRefusal::MissingClaim(claim.clone()),
-                ErrorKind::InvalidAlgorithm => JwtRefusal::AlgorithmMismatch {
-                    token: alg.clone(),
-                    key: format!("{:?}", key.algorithm),
-                },
-                other => JwtRefusal::Malformed(format!("{other:?}")),
-            })
+        if candidates.is_empty() {
+            return Err(JwtRefusal::NoKey(format!("algorithm {alg}")));
+        }
+        let mut refusal = JwtRefusal::BadSignature;
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Value>(
+                token,
+                &key.key,
+                &self.validation[index],
+            ) {
+                Ok(data) => return Ok(data.claims),
+                Err(err) => {
+                    refusal = match err.kind() {
+                        ErrorKind::InvalidSignature => JwtRefusal::BadSignature,
+                        ErrorKind::ExpiredSignature => JwtRefusal::Expired,
+                        ErrorKind::ImmatureSignature => JwtRefusal::NotYetValid,
+                        ErrorKind::InvalidIssuer => JwtRefusal::WrongIssuer,
+                        ErrorKind::InvalidAudience => JwtRefusal::WrongAudience,
+                        ErrorKind::MissingRequiredClaim(claim) => {
+                            JwtRefusal::MissingClaim(claim.clone())
+                        }
+                        ErrorKind::InvalidAlgorithm => JwtRefusal::AlgorithmMismatch {
+                            token: alg.clone(),
+                            key: format!("{:?}", key.algorithm),
+                        },
+                        other => JwtRefusal::Malformed(format!("{other:?}")),
+                    };
+                    // Claims are checked only after the signature verified: stop there.
+                    if refusal != JwtRefusal::BadSignature {
+                        return Err(refusal);
+                    }
+                }
+            }
+        }
+        Err(refusal)
     }
 }
 

@@ -68,7 +68,7 @@ pub const TOKEN_PREFIX: &str = "rwy_";
 pub const API_KEY_PREFIX: &str = "rwk_";
 
 /// A freshly minted credential: the secret (shown once) and the hash to store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Minted {
     /// Public id, safe to show and log (`t-…` or `k-…`).
     pub id: String,
@@ -76,6 +76,15 @@ pub struct Minted {
     pub secret: String,
     /// What the store keeps.
     pub hash: SecretHash,
+}
+
+impl fmt::Debug for Minted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Minted")
+            .field("id", &self.id)
+            .field("secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 /// The SHA-256 of a presented secret, as 64 hex digits.
@@ -150,7 +159,10 @@ pub fn bearer(header: &str) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Parses a lifetime such as `30d`, `12h` or `90m`.
+/// Longest lifetime of a token or API key: ten years.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
+/// Parses a lifetime such as `30d`, `12h` or `90m` (at most [`MAX_TTL`]).
 pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
     let ttl = humantime::parse_duration(text).map_err(|err| {
         format!("invalid lifetime `{text}`: {err}; use a duration such as `7d`, `12h` or `30m`")
@@ -158,6 +170,11 @@ pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
     if ttl.is_zero() {
         return Err(format!(
             "invalid lifetime `{text}`: it must be longer than zero"
+        ));
+    }
+    if ttl > MAX_TTL {
+        return Err(format!(
+            "invalid lifetime `{text}`: at most 3650d; long-lived credentials should be rotated"
         ));
     }
     Ok(ttl)
@@ -200,6 +217,15 @@ mod tests {
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer "), None);
         assert_eq!(bearer("abc"), None);
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_and_secrets_never_debug_printed() {
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("3651d").unwrap_err().contains("at most"));
+        assert_eq!(parse_ttl("7d").unwrap().as_secs(), 7 * 86_400);
+        let minted = mint_api_key();
+        assert!(!format!("{minted:?}").contains(&minted.secret));
     }
 
     #[test]

@@ -161,7 +161,14 @@ async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
         Bootstrap::Disabled => {
             println!("runway: admin API authentication is OFF (--no-auth); loopback only");
         }
-        Bootstrap::Existing => {}
+        Bootstrap::Existing => {
+            if std::env::var_os("RUNWAY_ADMIN_TOKEN").is_some() {
+                println!(
+                    "runway: RUNWAY_ADMIN_TOKEN is ignored: this data folder already has tokens \
+                     (it only sets the first token); unset it"
+                );
+            }
+        }
     }
     Ok(node)
 }

@@ -256,6 +256,9 @@ impl FunctionConfig {
         if let Some(queue) = &self.queue {
             problems.extend(queue.problems(name.as_str()));
         }
+        for schedule in &self.schedules {
+            problems.extend(schedule.problems(name.as_str()));
+        }
         let jwt_routes = self
             .http
             .iter()

@@ -167,6 +167,17 @@ fn default_schedule_path() -> String {
 }
 
 impl ScheduleTrigger {
+    pub(crate) fn problems(&self, name: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.path.starts_with('/') {
+            problems.push(format!(
+                "function `{name}`: schedule path = \"{}\" must start with `/`",
+                self.path
+            ));
+        }
+        problems
+    }
+
     /// The first tick strictly after `after_ms`, in milliseconds since the Unix epoch.
     pub fn next_tick_after(&self, after_ms: i64) -> Option<i64> {
         let after = self.zoned(after_ms)?;
@@ -234,6 +245,8 @@ fn default_max_backoff() -> HumanDuration {
 
 /// Most attempts a queue may ask for.
 pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest delay between retries: a day.
+pub const MAX_BACKOFF: HumanDuration = HumanDuration::from_millis(86_400_000);
 
 impl QueueTrigger {
     /// How long to wait after failed attempt number `attempt` (1-based) before the next.
@@ -252,6 +265,12 @@ impl QueueTrigger {
             problems.push(format!(
                 "function `{name}`: queue max_attempts = {} is outside 1 to {MAX_ATTEMPTS}",
                 self.max_attempts
+            ));
+        }
+        if self.max_backoff > MAX_BACKOFF {
+            problems.push(format!(
+                "function `{name}`: queue max_backoff = \"{}\" is over {MAX_BACKOFF}",
+                self.max_backoff
             ));
         }
         if self.backoff.millis() == 0 || self.backoff > self.max_backoff {

@@ -79,12 +79,30 @@ pub struct CreateTokenRequest {
 }
 
 /// A created credential: shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedToken {
     /// The token.
     pub token: TokenInfo,
     /// The secret to present; it cannot be shown again.
     pub secret: String,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &self.token)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &self.key)
+            .field("secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 fn ttl(text: Option<&str>, default: &str) -> Result<std::time::Duration, ApiError> {
@@ -147,22 +165,44 @@ pub(crate) async fn create_token(
     ))
 }
 
+/// Whether a caller may see and manage a token: an unscoped admin every token, a scoped
+/// admin only tokens of its own scope.
+fn manages(caller: &Caller, token: &TokenRecord) -> bool {
+    caller
+        .environment
+        .as_ref()
+        .is_none_or(|scope| token.environment.as_ref() == Some(scope))
+}
+
 pub(crate) async fn list_tokens(
     State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let tokens = blocking(move || Ok(shared.store.tokens()?)).await?;
-    Ok(Json(tokens.into_iter().map(TokenInfo::from).collect()))
+    Ok(Json(
+        tokens
+            .into_iter()
+            .filter(|t| manages(&caller, t))
+            .map(TokenInfo::from)
+            .collect(),
+    ))
 }
 
 pub(crate) async fn revoke_token(
     State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let lookup = id.clone();
     let outcome = blocking(move || {
+        // The last-admin check and the revocation happen under one lock.
+        let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
         let tokens = shared.store.tokens()?;
         let now = now_ms();
-        let Some(token) = tokens.iter().find(|t| t.id == lookup) else {
+        let Some(token) = tokens
+            .iter()
+            .find(|t| t.id == lookup && manages(&caller, t))
+        else {
             return Ok(Err(ApiError::not_found(
                 "no_such_token",
                 format!("no token `{lookup}`; `runway token ls` lists them"),
@@ -254,7 +294,7 @@ pub struct CreateKeyRequest {
 }
 
 /// A created API key: shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CreatedKey {
     /// The key.
     pub key: ApiKeyInfo,
@@ -265,15 +305,13 @@ pub struct CreatedKey {
     pub warning: Option<String>,
 }
 
-async fn reload_keys(shared: &Arc<Shared>) -> Result<(), ApiError> {
-    let shared = shared.clone();
-    blocking(move || {
-        let previous = shared.api_keys.load_full();
-        let table = ApiKeyTable::load(shared.store.as_ref(), &shared.environment, &previous)?;
-        shared.api_keys.store(Arc::new(table));
-        Ok(())
-    })
-    .await
+/// Rebuilds the gateway's key table from the store. Callers hold the access lock across
+/// their change and this reload, so two changes cannot swap in tables out of order.
+fn reload_keys(shared: &Shared) -> Result<(), ApiError> {
+    let previous = shared.api_keys.load_full();
+    let table = ApiKeyTable::load(shared.store.as_ref(), &shared.environment, &previous)?;
+    shared.api_keys.store(Arc::new(table));
+    Ok(())
 }
 
 pub(crate) async fn create_key(
@@ -307,9 +345,13 @@ pub(crate) async fn create_key(
     {
         let shared = shared.clone();
         let record = record.clone();
-        blocking(move || Ok(shared.store.create_api_key(&record)?)).await?;
+        blocking(move || {
+            let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
+            shared.store.create_api_key(&record)?;
+            reload_keys(&shared)
+        })
+        .await?;
     }
-    reload_keys(&shared).await?;
     let checks_keys = live
         .release
         .config
@@ -359,12 +401,17 @@ pub(crate) async fn revoke_key(
     let revoked = {
         let shared = shared.clone();
         blocking(move || {
+            let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
             let exists = shared
                 .store
                 .api_keys(&shared.environment)?
                 .iter()
                 .any(|k| k.id == lookup);
-            Ok(exists && shared.store.revoke_api_key(&lookup, now_ms())?)
+            let revoked = exists && shared.store.revoke_api_key(&lookup, now_ms())?;
+            if revoked {
+                reload_keys(&shared)?;
+            }
+            Ok(revoked)
         })
         .await?
     };
@@ -374,7 +421,6 @@ pub(crate) async fn revoke_key(
             format!("no unrevoked API key `{id}` in this environment; `runway key ls` lists them"),
         ));
     }
-    reload_keys(&shared).await?;
     Ok(noted(
         Json(serde_json::json!({ "revoked": id })),
         AuditNote::new(id, "revoked"),
@@ -451,7 +497,7 @@ pub(crate) async fn extend(
         .map_or_else(|| "never".to_owned(), |e| e.as_str().to_owned());
     let mut config = live.release.config.clone();
     config.expires = Some(until.clone());
-    let response = crate::deploy::deploy(
+    let response = crate::deploy::deploy_over(
         shared.clone(),
         DeployRequest {
             functions: vec![DeployFunction {
@@ -459,6 +505,7 @@ pub(crate) async fn extend(
                 config,
             }],
         },
+        Some((&name, live.release.number)),
     )
     .await
     .map_err(|err| err.for_function(&name))?;

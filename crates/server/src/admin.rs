@@ -514,16 +514,16 @@ async fn invoke_function(
     let mut body = response.into_body();
     let mut collected = Vec::new();
     let mut body_truncated = false;
+    // Read to the end even past the limit: the invocation finishes (and is metered) only
+    // when its body has been consumed.
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
         if let Ok(data) = frame.into_data() {
             let room = INVOKE_BODY_LIMIT - collected.len();
             if data.len() > room {
-                collected.extend_from_slice(&data[..room]);
                 body_truncated = true;
-                break;
             }
-            collected.extend_from_slice(&data);
+            collected.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
     drop(body);

@@ -173,39 +173,46 @@ pub(crate) async fn require(
     };
     let actor = caller.id.clone();
     request.extensions_mut().insert(caller);
-    let response = next.run(request).await;
-    let reads = method == Method::GET || method == Method::HEAD;
-    if !reads {
-        let note = response.extensions().get::<AuditNote>().cloned();
-        let status = response.status();
-        let outcome = if status.is_success() {
-            "ok"
-        } else if status.is_client_error() {
-            "refused"
-        } else {
-            "failed"
-        };
-        let (target, detail) = match note {
-            Some(note) => (note.target, note.detail),
-            None => (path, String::new()),
-        };
-        audit(
-            &shared,
-            ControlAuditRecord {
-                id: 0,
-                at_ms: now_ms(),
-                environment: shared.environment.clone(),
-                actor,
-                action,
-                target,
-                status: status.as_u16(),
-                outcome: outcome.into(),
-                detail,
-            },
-        )
-        .await;
-    }
-    response
+    // The handler and its audit record run in their own task: a client that disconnects
+    // mid-call cannot stop the record from being written for a change that went through.
+    let task = tokio::spawn(async move {
+        let response = next.run(request).await;
+        let reads = method == Method::GET || method == Method::HEAD;
+        if !reads {
+            let note = response.extensions().get::<AuditNote>().cloned();
+            let status = response.status();
+            let outcome = if status.is_success() {
+                "ok"
+            } else if status.is_client_error() {
+                "refused"
+            } else {
+                "failed"
+            };
+            let (target, detail) = match note {
+                Some(note) => (note.target, note.detail),
+                None => (path, String::new()),
+            };
+            audit(
+                &shared,
+                ControlAuditRecord {
+                    id: 0,
+                    at_ms: now_ms(),
+                    environment: shared.environment.clone(),
+                    actor,
+                    action,
+                    target,
+                    status: status.as_u16(),
+                    outcome: outcome.into(),
+                    detail,
+                },
+            )
+            .await;
+        }
+        response
+    });
+    task.await.unwrap_or_else(|err| {
+        ApiError::internal(format!("an admin API handler failed: {err}")).into_response()
+    })
 }
 
 async fn authenticate(
@@ -298,7 +305,7 @@ pub(crate) async fn audit(shared: &Arc<Shared>, record: ControlAuditRecord) {
 }
 
 /// The bootstrap admin token this start created, if it created one.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Bootstrap {
     /// Tokens already existed: nothing was created.
     Existing,
@@ -316,6 +323,17 @@ pub enum Bootstrap {
     },
     /// Authentication is off.
     Disabled,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bootstrap::Existing => f.write_str("Existing"),
+            Bootstrap::Disabled => f.write_str("Disabled"),
+            Bootstrap::FromEnvironment { id } => write!(f, "FromEnvironment({id})"),
+            Bootstrap::Generated { id, .. } => write!(f, "Generated({id}, [redacted])"),
+        }
+    }
 }
 
 /// Why the node cannot set up control-plane access.

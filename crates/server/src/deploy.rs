@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use runway_manifest::{FunctionConfig, check_functions};
+use runway_manifest::{FunctionConfig, InvocationAuth, check_functions};
 use runway_runtime::{ArtifactError, CompiledArtifact, LoadedFrom, Runtime};
 use runway_store::{ControlStore, DeployResult, Digest, NewRelease, Release};
 use serde::{Deserialize, Serialize};
@@ -112,7 +112,36 @@ pub(crate) async fn deploy(
     shared: Arc<Shared>,
     request: DeployRequest,
 ) -> Result<DeployResponse, ApiError> {
+    deploy_over(shared, request, None).await
+}
+
+/// [`deploy`], refused with 409 unless function `expect.0` still serves release `expect.1`
+/// once the deploy lock is held: a change derived from a release cannot undo a deploy
+/// that landed in between.
+pub(crate) async fn deploy_over(
+    shared: Arc<Shared>,
+    request: DeployRequest,
+    expect: Option<(&str, u32)>,
+) -> Result<DeployResponse, ApiError> {
     let _serialised = shared.deploy_lock.lock().await;
+    if let Some((name, number)) = expect {
+        let serving = shared
+            .routes
+            .load()
+            .functions
+            .get(name)
+            .map(|live| live.release.number);
+        if serving != Some(number) {
+            return Err(ApiError {
+                status: http::StatusCode::CONFLICT,
+                code: "release_changed",
+                message: format!(
+                    "function `{name}` changed from release {number} while this was prepared; \
+                     run the command again"
+                ),
+            });
+        }
+    }
     if request.functions.is_empty() {
         return Err(ApiError::unprocessable(
             "empty_deploy",
@@ -134,6 +163,25 @@ pub(crate) async fn deploy(
     let now = crate::auth::now_ms();
     let mut warnings = Vec::new();
     for function in &request.functions {
+        let http = &function.config.http;
+        for guarded in http.iter().filter(|t| t.auth != InvocationAuth::Public) {
+            if let Some(open) = http.iter().find(|t| {
+                t.auth == InvocationAuth::Public
+                    && t.route.kind() == runway_manifest::RouteKind::Prefix
+                    && t.route.matches(guarded.route.base())
+            }) {
+                warnings.push(format!(
+                    "function `{}`: route `{}` needs {} but its public route `{}` also reaches \
+                     the function; paths such as `{}/` arrive through the public route, so the \
+                     function must not serve protected content by its own path matching",
+                    function.config.name,
+                    guarded.route,
+                    guarded.auth.as_str(),
+                    open.route,
+                    guarded.route.base()
+                ));
+            }
+        }
         let Some(expires) = &function.config.expires else {
             continue;
         };

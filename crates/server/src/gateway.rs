@@ -65,7 +65,16 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
     }
 }
 
-async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Response<ResponseBody> {
+    if let Some(problem) = non_canonical(request.uri().path()) {
+        // Routes (and their auth) match the path as sent; a guest router that normalises
+        // `//admin` or `/%61dmin` to `/admin` must never see a path the gateway read otherwise.
+        return plain(
+            StatusCode::BAD_REQUEST,
+            format!("the request path is not canonical ({problem}); send it normalised\n"),
+        );
+    }
+    strip_platform_headers(request.headers_mut());
     let routes = shared.routes.load();
     let (function, auth) = match routes.lookup(request.method().as_str(), request.uri().path()) {
         RouteMatch::Found(function, auth) => (function.clone(), auth),
@@ -97,10 +106,18 @@ async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Re
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let keys = shared.api_keys.load();
-        if let Err(refusal) =
-            invocation::check_caller(auth, &function, &keys, authorization, crate::auth::now_ms())
+        match invocation::check_caller(auth, &function, &keys, authorization, crate::auth::now_ms())
         {
-            return refused(shared, &function, refusal);
+            Err(refusal) => return refused(shared, &function, refusal),
+            Ok(invocation::Admitted::ApiKey(id)) => {
+                // The key is the platform's credential, not the function's: it gets the id.
+                let headers = request.headers_mut();
+                headers.remove(AUTHORIZATION);
+                if let Ok(id) = HeaderValue::from_str(&id) {
+                    headers.insert(API_KEY_ID_HEADER, id);
+                }
+            }
+            Ok(invocation::Admitted::Jwt) => {}
         }
     }
     let limit = shared.max_request_body;
@@ -128,6 +145,61 @@ async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Re
         })
     });
     invoke(shared, function, request, None).await
+}
+
+/// Header naming the API key a caller presented (the key itself is removed).
+pub const API_KEY_ID_HEADER: &str = "x-runway-api-key-id";
+
+/// Removes `x-runway-*` headers from a caller's request: only the platform sets them, so a
+/// function can trust them (a schedule tick, a job id, an API key id).
+pub(crate) fn strip_platform_headers(headers: &mut http::HeaderMap) {
+    if !headers
+        .keys()
+        .any(|name| name.as_str().starts_with("x-runway-"))
+    {
+        return;
+    }
+    let names: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-runway-"))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Why a path is not in the one form routes are matched against, if it is not.
+fn non_canonical(path: &str) -> Option<&'static str> {
+    let bytes = path.as_bytes();
+    if path.contains("//") {
+        return Some("an empty segment `//`");
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some("a `.` or `..` segment");
+    }
+    for (i, byte) in bytes.iter().enumerate() {
+        if *byte != b'%' {
+            continue;
+        }
+        let decoded = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            None => return Some("a `%` not followed by two hex digits"),
+            // RFC 3986: unreserved characters must not be percent-encoded, and an encoded
+            // `/` would hide a segment boundary from the router.
+            Some(c) if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) => {
+                return Some("a percent-encoded letter, digit, `-._~` or `/`");
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// Runs `function` for `request`; the record also goes to `reply` when given (admin invoke).

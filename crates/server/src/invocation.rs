@@ -17,7 +17,7 @@ use crate::live::LiveFunction;
 /// One API key as the gateway checks it.
 pub(crate) struct ApiKeyEntry {
     pub(crate) record: ApiKeyRecord,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 /// Every API key of the node's environment by hash; swapped whole when keys change.
@@ -38,12 +38,13 @@ impl ApiKeyTable {
             .into_iter()
             .map(|record| {
                 let entry = match previous.by_hash.get(&record.hash) {
+                    // The same bucket, not a refilled copy: a reload must not reset a rate.
                     Some(old) if old.record.rate == record.rate => Arc::new(ApiKeyEntry {
                         record,
-                        limiter: old.limiter.as_ref().map(|l| RateLimiter::new(l.rate())),
+                        limiter: old.limiter.clone(),
                     }),
                     _ => Arc::new(ApiKeyEntry {
-                        limiter: record.rate.map(RateLimiter::new),
+                        limiter: record.rate.map(|rate| Arc::new(RateLimiter::new(rate))),
                         record,
                     }),
                 };
@@ -75,17 +76,22 @@ impl Refusal {
     }
 }
 
-/// Checks the caller's credentials for a route with `auth`.
+/// Who the gateway let through on a protected route.
+pub(crate) enum Admitted {
+    /// An API key, by id (the key itself never reaches the function).
+    ApiKey(String),
+    /// A verified JWT (passed on to the function, which may read its claims).
+    Jwt,
+}
+
+/// Checks the caller's credentials for a route with `auth` (not `public`).
 pub(crate) fn check_caller(
     auth: InvocationAuth,
     function: &LiveFunction,
     keys: &ApiKeyTable,
     authorization: Option<&str>,
     now_ms: i64,
-) -> Result<(), Refusal> {
-    if auth == InvocationAuth::Public {
-        return Ok(());
-    }
+) -> Result<Admitted, Refusal> {
     let name = function.name();
     let Some(header) = authorization else {
         return Err(Refusal::unauthenticated(format!(
@@ -108,8 +114,10 @@ pub(crate) fn check_caller(
         ));
     };
     match auth {
-        InvocationAuth::Public => Ok(()),
-        InvocationAuth::ApiKey => check_api_key(name, keys, credential, now_ms),
+        InvocationAuth::Public => Ok(Admitted::Jwt),
+        InvocationAuth::ApiKey => {
+            check_api_key(name, keys, credential, now_ms).map(Admitted::ApiKey)
+        }
         InvocationAuth::Jwt => {
             let Some(verifier) = &function.jwt else {
                 return Err(Refusal::unauthenticated(format!(
@@ -118,7 +126,7 @@ pub(crate) fn check_caller(
             };
             verifier
                 .verify(credential)
-                .map(drop)
+                .map(|_| Admitted::Jwt)
                 .map_err(|refusal| Refusal::unauthenticated(format!("{refusal}\n")))
         }
     }
@@ -129,7 +137,7 @@ fn check_api_key(
     keys: &ApiKeyTable,
     credential: &str,
     now_ms: i64,
-) -> Result<(), Refusal> {
+) -> Result<String, Refusal> {
     let hash = SecretHash::of(credential);
     let Some(entry) = keys.by_hash.get(&hash.0) else {
         return Err(Refusal::unauthenticated(
@@ -175,7 +183,7 @@ fn check_api_key(
             retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
         });
     }
-    Ok(())
+    Ok(key.id.clone())
 }
 
 /// A slot under the function's concurrency limit, released when dropped.

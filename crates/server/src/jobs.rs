@@ -12,7 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use runway_manifest::{MissedTicks, QueueTrigger, ScheduleTrigger};
 use runway_store::{Job, JobRequest, JobResult, JobSource, JobState, JobUpdate};
@@ -25,6 +25,9 @@ use crate::admin::{InvokeRequest, blocking, live_function};
 use crate::auth::{AuditNote, noted, now_ms};
 use crate::error::ApiError;
 use crate::live::LiveFunction;
+
+/// Marks the run a schedule enqueues for a tick missed while no node ran.
+const MISSED_TICK_HEADER: &str = "x-runway-missed-tick";
 
 /// Jobs one node runs at once.
 const WORKERS: usize = 32;
@@ -103,7 +106,12 @@ pub(crate) async fn enqueue(
         JobRequest {
             method,
             path,
-            headers: request.headers.into_iter().collect(),
+            // Only the platform sets `x-runway-*` headers.
+            headers: request
+                .headers
+                .into_iter()
+                .filter(|(name, _)| !name.to_ascii_lowercase().starts_with("x-runway-"))
+                .collect(),
             body: request.body.unwrap_or_default().into_bytes(),
         },
         None,
@@ -292,6 +300,7 @@ async fn run(shared: &Arc<Shared>, job: Job) {
     let update = match live {
         None => JobUpdate {
             state: JobState::Dead,
+            attempts: job.attempts,
             next_run_at_ms: now,
             last_error: Some(format!(
                 "function `{}` is no longer deployed in this environment",
@@ -315,13 +324,19 @@ async fn run(shared: &Arc<Shared>, job: Job) {
         tracing::warn!(job = %job.id, function = %job.function, error = update.last_error.as_deref().unwrap_or(""), "job dead-lettered");
     }
     let store = shared.store.clone();
-    let id = job.id.clone();
+    let (id, claimed) = (job.id.clone(), job.attempts);
     let written =
-        tokio::task::spawn_blocking(move || store.finish_job(&id, &update, now_ms())).await;
-    if let Ok(Err(err)) | Err(err) =
-        written.map_err(|e| runway_store::StoreError::Corrupt(e.to_string()))
-    {
-        tracing::error!(job = %job.id, error = %err, "recording a job attempt failed; the job runs again when its lease ends");
+        tokio::task::spawn_blocking(move || store.finish_job(&id, claimed, &update, now_ms()))
+            .await;
+    match written {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            tracing::warn!(job = %job.id, "a job attempt ended after its lease and a newer claim; its outcome is dropped")
+        }
+        Ok(Err(err)) => {
+            tracing::error!(job = %job.id, error = %err, "recording a job attempt failed; the job runs again when its lease ends")
+        }
+        Err(err) => tracing::error!(job = %job.id, error = %err, "the job task failed"),
     }
 }
 
@@ -329,28 +344,44 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     let now = now_ms();
     let mut builder = http::Request::builder()
         .method(job.request.method.as_str())
-        .uri(job.request.path.as_str())
-        .header("x-runway-job-id", job.id.as_str())
-        .header("x-runway-attempt", job.attempts.to_string());
+        .uri(job.request.path.as_str());
     for (key, value) in &job.request.headers {
         builder = builder.header(key, value);
     }
-    if let Some(tick) = job.scheduled_for_ms {
-        builder = builder
-            .header("x-runway-trigger", "schedule")
-            .header("x-runway-scheduled-for", crate::lifespan::format_ms(tick));
-    }
-    let request = match builder.body(Full::new(Bytes::from(job.request.body.clone()))) {
+    let mut request = match builder.body(Full::new(Bytes::from(job.request.body.clone()))) {
         Ok(request) => request,
         Err(err) => {
             return JobUpdate {
                 state: JobState::Dead,
+                attempts: job.attempts,
                 next_run_at_ms: now,
                 last_error: Some(format!("the stored request is not valid HTTP: {err}")),
                 result: None,
             };
         }
     };
+    // Only the platform sets `x-runway-*`: a caller's copies were stripped at enqueue, and
+    // these are inserted, not appended.
+    let headers = request.headers_mut();
+    crate::gateway::strip_platform_headers(headers);
+    let platform = |value: String| HeaderValue::from_str(&value).expect("ids and times are ASCII");
+    headers.insert("x-runway-job-id", platform(job.id.clone()));
+    headers.insert("x-runway-attempt", platform(job.attempts.to_string()));
+    if let Some(tick) = job.scheduled_for_ms {
+        headers.insert("x-runway-trigger", HeaderValue::from_static("schedule"));
+        headers.insert(
+            "x-runway-scheduled-for",
+            platform(crate::lifespan::format_ms(tick)),
+        );
+        if job
+            .request
+            .headers
+            .iter()
+            .any(|(k, _)| k == MISSED_TICK_HEADER)
+        {
+            headers.insert(MISSED_TICK_HEADER, HeaderValue::from_static("true"));
+        }
+    }
     let settings = queue_settings(&live);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let response = crate::gateway::invoke(shared, live, request, Some(tx)).await;
@@ -372,6 +403,19 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     }
     drop(body);
     let record = rx.await.ok();
+    if record.is_none() && status == StatusCode::TOO_MANY_REQUESTS {
+        // The platform held it back (max_concurrency), the function never ran: wait and
+        // try again without spending an attempt.
+        return JobUpdate {
+            state: JobState::Pending,
+            attempts: job.attempts.saturating_sub(1),
+            next_run_at_ms: now_ms() + 1_000,
+            last_error: Some(
+                "waiting: the function is running its max_concurrency invocations".into(),
+            ),
+            result: None,
+        };
+    }
     let result = JobResult {
         status: status.as_u16(),
         body: String::from_utf8_lossy(&collected).into_owned(),
@@ -386,6 +430,7 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     if failed_run.is_none() && (status.is_success() || status.is_redirection()) {
         return JobUpdate {
             state: JobState::Succeeded,
+            attempts: job.attempts,
             next_run_at_ms: now,
             last_error: None,
             result: Some(result),
@@ -397,6 +442,7 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     if permanent {
         return JobUpdate {
             state: JobState::Dead,
+            attempts: job.attempts,
             next_run_at_ms: now,
             last_error: Some(format!("{error} (a 4xx answer is not retried)")),
             result: Some(result),
@@ -405,6 +451,7 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     if job.attempts >= job.max_attempts {
         return JobUpdate {
             state: JobState::Dead,
+            attempts: job.attempts,
             next_run_at_ms: now,
             last_error: Some(format!(
                 "{error} (attempt {} of {}: no attempts left)",
@@ -416,7 +463,8 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     let delay = settings.delay_after(job.attempts);
     JobUpdate {
         state: JobState::Pending,
-        next_run_at_ms: now + delay.as_millis() as i64,
+        attempts: job.attempts,
+        next_run_at_ms: now.saturating_add(delay.as_millis() as i64),
         last_error: Some(format!(
             "{error} (attempt {} of {}; next in {})",
             job.attempts,
@@ -518,7 +566,7 @@ async fn fire(
     now: i64,
 ) {
     let headers = if catch_up {
-        vec![("x-runway-missed-tick".to_owned(), "true".to_owned())]
+        vec![(MISSED_TICK_HEADER.to_owned(), "true".to_owned())]
     } else {
         Vec::new()
     };

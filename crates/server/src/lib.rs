@@ -168,6 +168,8 @@ pub(crate) struct Shared {
     pub(crate) api_keys: ArcSwap<invocation::ApiKeyTable>,
     /// Wakes the job worker when a job is enqueued.
     pub(crate) job_ready: tokio::sync::Notify,
+    /// Serialises changes to tokens and API keys with the reload of the key table.
+    pub(crate) access_lock: std::sync::Mutex<()>,
 }
 
 /// Request ids: a random per-node prefix and a counter, shaped like a UUID.
@@ -328,6 +330,7 @@ impl Node {
             auth: config.auth,
             api_keys: ArcSwap::from_pointee(api_keys),
             job_ready: tokio::sync::Notify::new(),
+            access_lock: std::sync::Mutex::new(()),
         });
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();

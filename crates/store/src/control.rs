@@ -185,6 +185,8 @@ pub struct Job {
 pub struct JobUpdate {
     /// The new state (pending for a retry).
     pub state: JobState,
+    /// Attempts to record (one less than claimed when the attempt never started).
+    pub attempts: u32,
     /// When the next attempt may start (for a retry).
     pub next_run_at_ms: i64,
     /// Why it failed.

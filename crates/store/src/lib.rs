@@ -317,9 +317,17 @@ pub trait ControlStore: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
-    /// Records how a job's attempt ended.
-    fn finish_job(&self, id: &str, update: &JobUpdate, now_ms: i64) -> Result<(), StoreError>;
-    /// Puts running jobs whose lease ended at or before `lease_before_ms` back to pending.
+    /// Records how a job's attempt ended, if the job is still running the attempt numbered
+    /// `claimed_attempts`; false if another claim superseded it.
+    fn finish_job(
+        &self,
+        id: &str,
+        claimed_attempts: u32,
+        update: &JobUpdate,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Puts running jobs whose lease ended at or before `lease_before_ms` back to pending,
+    /// or in the dead-letter list when that was their last attempt.
     fn requeue_abandoned(
         &self,
         environment: &str,

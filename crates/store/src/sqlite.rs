@@ -581,8 +581,14 @@ impl ControlStore for SqliteStore {
         control::claim_jobs(&self.conn(), environment, now_ms, lease_until_ms, limit)
     }
 
-    fn finish_job(&self, id: &str, update: &JobUpdate, now_ms: i64) -> Result<(), StoreError> {
-        control::finish_job(&self.conn(), id, update, now_ms)
+    fn finish_job(
+        &self,
+        id: &str,
+        claimed_attempts: u32,
+        update: &JobUpdate,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        control::finish_job(&self.conn(), id, claimed_attempts, update, now_ms)
     }
 
     fn requeue_abandoned(
@@ -591,7 +597,7 @@ impl ControlStore for SqliteStore {
         lease_before_ms: i64,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        control::requeue_abandoned(&self.conn(), environment, lease_before_ms, now_ms)
+        control::requeue_abandoned(&mut self.conn(), environment, lease_before_ms, now_ms)
     }
 
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -908,11 +914,16 @@ mod tests {
         assert_eq!(again[0].attempts, 2);
         let dead = JobUpdate {
             state: JobState::Dead,
+            attempts: 2,
             next_run_at_ms: 3_000,
             last_error: Some("boom".into()),
             result: None,
         };
-        store.finish_job("j1", &dead, 3_500).unwrap();
+        assert!(
+            !store.finish_job("j1", 1, &dead, 3_500).unwrap(),
+            "a superseded attempt cannot record its end"
+        );
+        assert!(store.finish_job("j1", 2, &dead, 3_500).unwrap());
         assert_eq!(store.jobs("prod", &[JobState::Dead], 10).unwrap().len(), 1);
         assert!(
             !store.retry_job("j2", 4_000).unwrap(),
@@ -922,6 +933,14 @@ mod tests {
         let retried = store.job("j1").unwrap().unwrap();
         assert_eq!((retried.state, retried.attempts), (JobState::Pending, 0));
         assert_eq!(retried.last_error.as_deref(), Some("boom"));
+        // Cut short on its last attempt (max 3): dead-lettered, not requeued forever.
+        for _ in 0..3 {
+            store.claim_jobs("prod", 9_000, 60_000, 10).unwrap();
+            store.requeue_abandoned("prod", i64::MAX, 9_000).unwrap();
+        }
+        let last = store.job("j1").unwrap().unwrap();
+        assert_eq!((last.state, last.attempts), (JobState::Dead, 3));
+        assert!(last.last_error.unwrap().contains("no attempts left"));
     }
 
     #[test]

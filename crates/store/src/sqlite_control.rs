@@ -361,39 +361,63 @@ pub(crate) fn claim_jobs(
 pub(crate) fn finish_job(
     conn: &Connection,
     id: &str,
+    claimed_attempts: u32,
     update: &JobUpdate,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    // Fenced on the claim: a worker whose lease ran out and whose job was claimed again
+    // cannot overwrite the newer attempt.
     conn.execute(
-        "UPDATE jobs SET state = ?2, next_run_ms = ?3, last_error = ?4, result = COALESCE(?5, result),
-                lease_until_ms = NULL, updated_ms = ?6
-         WHERE id = ?1",
+        "UPDATE jobs SET state = ?3, attempts = ?4, next_run_ms = ?5, last_error = ?6,
+                result = COALESCE(?7, result), lease_until_ms = NULL, updated_ms = ?8
+         WHERE id = ?1 AND state = 'running' AND attempts = ?2",
         params![
             id,
+            claimed_attempts,
             update.state.as_str(),
+            update.attempts,
             update.next_run_at_ms,
             update.last_error,
-            update.result.as_ref().map(|r| serde_json::to_string(r).expect("results serialise")),
+            update
+                .result
+                .as_ref()
+                .map(|r| serde_json::to_string(r).expect("results serialise")),
             now_ms
         ],
     )
-    .map(drop)
+    .map(|changed| changed > 0)
     .map_err(db("recording a job attempt"))
 }
 
 pub(crate) fn requeue_abandoned(
-    conn: &Connection,
+    conn: &mut Connection,
     environment: &str,
     lease_before_ms: i64,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    conn.execute(
-        "UPDATE jobs SET state = 'pending', next_run_ms = ?3, lease_until_ms = NULL, updated_ms = ?3,
-                last_error = 'the node stopped during attempt ' || attempts || '; it runs again'
-         WHERE environment = ?1 AND state = 'running' AND lease_until_ms <= ?2",
-        params![environment, lease_before_ms, now_ms],
-    )
-    .map_err(db("requeueing abandoned jobs"))
+    let tx = conn
+        .transaction()
+        .map_err(db("requeueing abandoned jobs"))?;
+    // A job whose last allowed attempt was cut short may be what stops the node: it goes to
+    // the dead-letter list rather than round again.
+    let dead = tx
+        .execute(
+            "UPDATE jobs SET state = 'dead', lease_until_ms = NULL, updated_ms = ?3,
+                    last_error = 'the node stopped during attempt ' || attempts || ' of ' || max_attempts || '; no attempts left'
+             WHERE environment = ?1 AND state = 'running' AND lease_until_ms <= ?2 AND attempts >= max_attempts",
+            params![environment, lease_before_ms, now_ms],
+        )
+        .map_err(db("requeueing abandoned jobs"))?;
+    let requeued = tx
+        .execute(
+            "UPDATE jobs SET state = 'pending', next_run_ms = ?3, lease_until_ms = NULL, updated_ms = ?3,
+                    last_error = 'the node stopped during attempt ' || attempts || '; it runs again'
+             WHERE environment = ?1 AND state = 'running' AND lease_until_ms <= ?2",
+            params![environment, lease_before_ms, now_ms],
+        )
+        .map_err(db("requeueing abandoned jobs"))?;
+    tx.commit().map_err(db("requeueing abandoned jobs"))?;
+    Ok(dead + requeued)
 }
 
 pub(crate) fn job(conn: &Connection, id: &str) -> Result<Option<Job>, StoreError> {

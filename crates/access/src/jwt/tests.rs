@@ -182,7 +182,30 @@ fn unusable_key_sets_are_named() {
         JwtVerifier::new(&bad),
         Err(JwtError::InvalidJwks(_))
     ));
-    bad.jwks = r#"{"keys": [{"kty":"oct","kid":"x","alg":"RS256","k":"c2VjcmV0"}]}"#.into();
+    bad.jwks = r#"{"keys": [{"kty":"oct","kid":"x","alg":"RS256","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#.into();
     let err = JwtVerifier::new(&bad).unwrap_err().to_string();
-    assert!(err.contains("key x"), "{err}");
+    assert!(
+        err.contains("key x") && err.contains("does not fit"),
+        "{err}"
+    );
+    bad.jwks = r#"{"keys": [{"kty":"oct","kid":"short","k":"c2VjcmV0"}]}"#.into();
+    let err = JwtVerifier::new(&bad).unwrap_err().to_string();
+    assert!(err.contains("6 bytes is too short"), "{err}");
+}
+
+#[test]
+fn without_a_kid_every_key_of_the_algorithm_is_tried() {
+    // A set in the middle of a rotation: a new RSA key first, the one that signed second.
+    let mut rotating = settings();
+    let mut set: serde_json::Value = serde_json::from_str(&rotating.jwks).unwrap();
+    let old = set["keys"][1].clone();
+    let mut new = old.clone();
+    new["kid"] = json!("rs-new");
+    new["n"] = json!(b64(&[0xc5; 256]));
+    set["keys"] = json!([new, old]);
+    rotating.jwks = set.to_string();
+    let verifier = JwtVerifier::new(&rotating).unwrap();
+    verifier
+        .verify(&sign(Algorithm::RS256, None, &claims()))
+        .unwrap();
 }

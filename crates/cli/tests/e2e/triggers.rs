@@ -43,7 +43,13 @@ fn wait_for_state(node: &TestNode, id: &str, state: &str) -> Value {
 fn async_invocations_are_acknowledged_at_once_retried_with_backoff_and_dead_lettered() {
     let dir = tempdir();
     let node = TestNode::start(dir.path(), &[]);
-    node.deploy(&manifest(&dir.path().join("app"), &nightly_toml("", "")));
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &nightly_toml(
+            "[[function.trigger]]\nhttp = { route = \"/nightly\", auth = \"api-key\" }\n",
+            "max_concurrency = 1",
+        ),
+    ));
 
     let id = enqueue(&node, "/run?ms=50");
     let done = wait_for_state(&node, &id, "succeeded");
@@ -101,6 +107,33 @@ fn async_invocations_are_acknowledged_at_once_retried_with_backoff_and_dead_lett
     );
     let unknown = node.cli(&["queue", "show", "j-nope"]);
     assert!(unknown.failed().contains("404"), "{}", unknown.stderr);
+
+    // Jobs held back by max_concurrency wait without spending attempts.
+    let slow: Vec<String> = (0..3).map(|_| enqueue(&node, "/run?ms=300")).collect();
+    for id in &slow {
+        let done = wait_for_state(&node, id, "succeeded");
+        assert_eq!(done["attempts"], 1, "{done:#}");
+    }
+
+    // Callers cannot pass themselves off as the platform: x-runway-* headers are stripped.
+    let key = node
+        .cli(&["key", "create", "--function", "nightly", "--json"])
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let spoofed = node
+        .request(reqwest::Method::POST, "/nightly")
+        .bearer_auth(&key)
+        .header("x-runway-scheduled-for", "2020-01-01T00:00:00Z")
+        .header("x-runway-job-id", "j-forged")
+        .send()
+        .unwrap();
+    assert_eq!(spoofed.status(), 200);
+    node.eventually("the direct call is logged as one", || {
+        let logs = node.cli(&["logs", "nightly"]).ok().to_owned();
+        logs.contains("started by a direct call") && !logs.contains("j-forged")
+    });
 
     // A function without a queue trigger refuses asynchronous invocations.
     node.deploy_example("hello");
