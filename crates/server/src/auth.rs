@@ -142,21 +142,16 @@ pub(crate) async fn require(
                     .admin_refused
                     .with_label_values(&[error.status.as_str()])
                     .inc();
-                audit(
-                    &shared,
-                    ControlAuditRecord {
-                        id: 0,
-                        at_ms: now_ms(),
-                        environment: shared.environment.clone(),
-                        actor,
-                        action,
-                        target: path,
-                        status: error.status.as_u16(),
-                        outcome: "denied".into(),
-                        detail: error.message.clone(),
-                    },
-                )
-                .await;
+                let record = ControlAuditRecord::now(
+                    &shared.environment,
+                    actor,
+                    action,
+                    path,
+                    error.status.as_u16(),
+                    "denied",
+                    error.message.clone(),
+                );
+                audit(&shared, record).await;
                 let mut response = error.into_response();
                 response.headers_mut().insert(
                     http::header::WWW_AUTHENTICATE,
@@ -192,21 +187,16 @@ pub(crate) async fn require(
                 Some(note) => (note.target, note.detail),
                 None => (path, String::new()),
             };
-            audit(
-                &shared,
-                ControlAuditRecord {
-                    id: 0,
-                    at_ms: now_ms(),
-                    environment: shared.environment.clone(),
-                    actor,
-                    action,
-                    target,
-                    status: status.as_u16(),
-                    outcome: outcome.into(),
-                    detail,
-                },
-            )
-            .await;
+            let record = ControlAuditRecord::now(
+                &shared.environment,
+                actor,
+                action,
+                target,
+                status.as_u16(),
+                outcome,
+                detail,
+            );
+            audit(&shared, record).await;
         }
         response
     });
@@ -382,21 +372,19 @@ pub(crate) fn bootstrap(
         revoked_at_ms: None,
         created_by: "system".into(),
     })?;
-    store.append_control_audit(&ControlAuditRecord {
-        id: 0,
-        at_ms: now,
-        environment: environment.to_owned(),
-        actor: "system".into(),
-        action: "token.bootstrap".into(),
-        target: minted.id.clone(),
-        status: 201,
-        outcome: "ok".into(),
-        detail: if from_env {
-            "bootstrap admin token from RUNWAY_ADMIN_TOKEN".into()
+    store.append_control_audit(&ControlAuditRecord::now(
+        environment,
+        "system",
+        "token.bootstrap",
+        minted.id.clone(),
+        201,
+        "ok",
+        if from_env {
+            "bootstrap admin token from RUNWAY_ADMIN_TOKEN"
         } else {
-            "bootstrap admin token generated and printed once".into()
+            "bootstrap admin token generated and printed once"
         },
-    })?;
+    ))?;
     Ok(if from_env {
         Bootstrap::FromEnvironment { id: minted.id }
     } else {

@@ -397,17 +397,15 @@ impl Node {
         )?;
         self.shared
             .store
-            .append_control_audit(&runway_store::ControlAuditRecord {
-                id: 0,
-                at_ms: auth::now_ms(),
-                environment: self.shared.environment.clone(),
-                actor: "system".into(),
-                action: "token.create".into(),
-                target: record.id,
-                status: 201,
-                outcome: "ok".into(),
-                detail: format!("{label}: role {role}"),
-            })?;
+            .append_control_audit(&runway_store::ControlAuditRecord::now(
+                &self.shared.environment,
+                "system",
+                "token.create",
+                record.id,
+                201,
+                "ok",
+                format!("{label}: role {role}"),
+            ))?;
         Ok(secret)
     }
 

@@ -60,17 +60,15 @@ pub(crate) async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
                 tokio::task::spawn_blocking(move || -> Result<bool, runway_store::StoreError> {
                     let newly = store.retire(&env, &name, now)?;
                     if newly {
-                        store.append_control_audit(&ControlAuditRecord {
-                            id: 0,
-                            at_ms: now,
-                            environment: env,
-                            actor: "system".into(),
-                            action: "function.retire".into(),
-                            target: name,
-                            status: 410,
-                            outcome: "ok".into(),
-                            detail: format!("expired at {}", format_ms(at)),
-                        })?;
+                        store.append_control_audit(&ControlAuditRecord::now(
+                            &env,
+                            "system",
+                            "function.retire",
+                            name,
+                            410,
+                            "ok",
+                            format!("expired at {}", format_ms(at)),
+                        ))?;
                     }
                     Ok(newly)
                 })

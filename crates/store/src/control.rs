@@ -75,6 +75,33 @@ pub struct ControlAuditRecord {
     pub detail: String,
 }
 
+impl ControlAuditRecord {
+    /// A record of an action that happened now; the store assigns its id.
+    pub fn now(
+        environment: &str,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        status: u16,
+        outcome: &str,
+        detail: impl Into<String>,
+    ) -> ControlAuditRecord {
+        ControlAuditRecord {
+            id: 0,
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            environment: environment.to_owned(),
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            status,
+            outcome: outcome.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Where a job came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
