@@ -120,6 +120,9 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
             Ok(invocation::Admitted::Jwt) => {}
         }
     }
+    if function.release.config.queue.is_some() && prefers_async(request.headers()) {
+        return crate::jobs::enqueue_request(shared, &function, request).await;
+    }
     let limit = shared.max_request_body;
     let declared = request
         .headers()
@@ -145,6 +148,17 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
         })
     });
     invoke(shared, function, request, None).await
+}
+
+/// Whether the caller asked for `Prefer: respond-async` (RFC 7240). Honoured only by
+/// functions with a queue trigger; others answer synchronously, as the RFC allows.
+fn prefers_async(headers: &http::HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        })
+    })
 }
 
 /// Header naming the API key a caller presented (the key itself is removed).
@@ -340,7 +354,7 @@ fn record(
     }
 }
 
-fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
+pub(crate) fn plain(status: StatusCode, text: String) -> Response<ResponseBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(text))
             .map_err(|never| match never {})

@@ -142,6 +142,109 @@ pub(crate) struct JobsQuery {
     limit: Option<u32>,
 }
 
+/// Largest body a job accepted through the gateway may carry (Lambda's asynchronous limit).
+pub const ASYNC_BODY_LIMIT: usize = 256 << 10;
+
+/// `Prefer: respond-async` on a route of a function with a queue trigger: the request is
+/// stored as a job and answered 202 with its id; the function runs from the queue.
+pub(crate) async fn enqueue_request(
+    shared: &Arc<Shared>,
+    function: &LiveFunction,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<runway_runtime::ResponseBody> {
+    use crate::gateway::plain;
+    let (parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, ASYNC_BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            let too_large = err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "an asynchronous request body may be at most {ASYNC_BODY_LIMIT} bytes\n"
+                    ),
+                )
+            } else {
+                plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {err}\n"),
+                )
+            };
+        }
+    };
+    // Credentials are not stored with the job: the caller was checked at the door, and a
+    // bearer token at rest in the queue would outlive its purpose.
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            *name != http::header::AUTHORIZATION
+                && *name != http::header::COOKIE
+                && *name != "prefer"
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let job = new_job(
+        function,
+        JobSource::Queue,
+        JobRequest {
+            method: parts.method.to_string(),
+            path,
+            headers,
+            body: body.to_vec(),
+        },
+        None,
+        now_ms(),
+    );
+    let id = job.id.clone();
+    let store = shared.store.clone();
+    match tokio::task::spawn_blocking(move || store.enqueue_job(&job)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "storing an asynchronous request failed");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request could not be queued; try again\n".into(),
+            );
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "the enqueue task failed");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request could not be queued; try again\n".into(),
+            );
+        }
+    }
+    shared.job_ready.notify_one();
+    let mut response = plain(
+        StatusCode::ACCEPTED,
+        format!("{{\"id\":\"{id}\",\"state\":\"pending\"}}\n"),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert("x-runway-job-id", value);
+    }
+    response
+}
+
 /// `GET /v1/jobs`.
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
@@ -360,10 +463,9 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
             };
         }
     };
-    // Only the platform sets `x-runway-*`: a caller's copies were stripped at enqueue, and
-    // these are inserted, not appended.
+    // Only the platform sets `x-runway-*`: a caller's copies were stripped at enqueue (the
+    // gateway keeps its own `x-runway-api-key-id`), and these are inserted, not appended.
     let headers = request.headers_mut();
-    crate::gateway::strip_platform_headers(headers);
     let platform = |value: String| HeaderValue::from_str(&value).expect("ids and times are ASCII");
     headers.insert("x-runway-job-id", platform(job.id.clone()));
     headers.insert("x-runway-attempt", platform(job.attempts.to_string()));

@@ -135,6 +135,40 @@ fn async_invocations_are_acknowledged_at_once_retried_with_backoff_and_dead_lett
         logs.contains("started by a direct call") && !logs.contains("j-forged")
     });
 
+    // Through the gateway: `Prefer: respond-async` queues the request and answers 202.
+    let accepted = node
+        .request(reqwest::Method::POST, "/nightly?ms=20")
+        .bearer_auth(&key)
+        .header("prefer", "respond-async")
+        .body("payload")
+        .send()
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(accepted.headers()["preference-applied"], "respond-async");
+    let body: Value = accepted.json().unwrap();
+    let queued = body["id"].as_str().unwrap().to_owned();
+    let done = wait_for_state(&node, &queued, "succeeded");
+    assert_eq!(done["request"]["path"], "/nightly?ms=20");
+    let headers = done["request"]["headers"].as_array().unwrap();
+    assert!(
+        headers.iter().any(|h| h[0] == "x-runway-api-key-id"),
+        "{headers:?}"
+    );
+    assert!(
+        !headers.iter().any(|h| h[0] == "authorization"),
+        "a credential was stored with the job: {headers:?}"
+    );
+    let unauthenticated = node
+        .request(reqwest::Method::POST, "/nightly")
+        .header("prefer", "respond-async")
+        .send()
+        .unwrap();
+    assert_eq!(
+        unauthenticated.status(),
+        401,
+        "auth is checked before queueing"
+    );
+
     // A function without a queue trigger refuses asynchronous invocations.
     node.deploy_example("hello");
     let refused = node.cli(&["invoke", "hello", "--async"]);
