@@ -267,10 +267,26 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("while deploying {}", manifest.display()))?;
                     crate::commands::print_deploy(&response);
                     for result in response.functions {
+                        let name = result.release.config.name.to_string();
                         for trigger in &result.release.config.http {
+                            let method = match trigger.methods.first() {
+                                Some(method) if method.as_str() != "GET" => {
+                                    format!("-X {} ", method.as_str())
+                                }
+                                _ => String::new(),
+                            };
+                            let hint = match trigger.auth {
+                                runway_manifest::InvocationAuth::Public => String::new(),
+                                runway_manifest::InvocationAuth::ApiKey => format!(
+                                    "   (API key: KEY=$(runway key create --function {name}); add -H \"Authorization: Bearer $KEY\")"
+                                ),
+                                runway_manifest::InvocationAuth::Jwt => {
+                                    "   (needs a JWT from the function's issuer)".to_owned()
+                                }
+                            };
                             routes.push((
-                                result.release.config.name.to_string(),
-                                trigger.route.base().to_owned(),
+                                name.clone(),
+                                format!("{method}http://{gateway}{}{hint}", trigger.route.base()),
                             ));
                         }
                     }
@@ -282,8 +298,8 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         match deployed {
             Ok(routes) => {
                 println!("runway: ready. Try:");
-                for (name, path) in routes {
-                    println!("  {name:<10} curl http://{gateway}{path}");
+                for (name, command) in routes {
+                    println!("  {name:<10} curl {command}");
                 }
                 println!(
                     "  runway ls --server http://{}   (with RUNWAY_TOKEN exported as above; Ctrl-C stops the node)",
