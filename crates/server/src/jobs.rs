@@ -34,6 +34,8 @@ const WORKERS: usize = 32;
 /// How long a claimed job is leased; past it, another worker may take it again. Longer
 /// than the longest timeout, so a live attempt is never run twice.
 const LEASE: Duration = Duration::from_secs(16 * 60);
+/// How often the worker looks for jobs whose lease ran out.
+const LEASE_CHECK: Duration = Duration::from_secs(10);
 /// How much of a job's response body is kept.
 const RESULT_BODY_LIMIT: usize = 64 << 10;
 
@@ -354,15 +356,24 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
         }
     }
     let permits = Arc::new(Semaphore::new(WORKERS));
+    let mut leases_checked = std::time::Instant::now();
     loop {
         let free = permits.available_permits() as u32;
         if free > 0 {
+            // Expired leases matter only when several nodes share a store (a restart already
+            // requeued this node's own): look for them every few seconds, not every round.
+            let check_leases = leases_checked.elapsed() >= LEASE_CHECK;
+            if check_leases {
+                leases_checked = std::time::Instant::now();
+            }
             let claimed = {
                 let shared = shared.clone();
                 let env = environment.clone();
                 tokio::task::spawn_blocking(move || {
                     let now = now_ms();
-                    shared.store.requeue_abandoned(&env, now, now)?;
+                    if check_leases {
+                        shared.store.requeue_abandoned(&env, now, now)?;
+                    }
                     shared
                         .store
                         .claim_jobs(&env, now, now + LEASE.as_millis() as i64, free)
