@@ -161,6 +161,12 @@ async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
         Bootstrap::Disabled => {
             println!("runway: admin API authentication is OFF (--no-auth); loopback only");
         }
+        Bootstrap::LockedOut => {
+            println!(
+                "runway: no unscoped admin token is usable (all expired or revoked); restart \
+                 with RUNWAY_ADMIN_TOKEN set to store a recovery admin token"
+            );
+        }
         Bootstrap::Existing => {
             if std::env::var_os("RUNWAY_ADMIN_TOKEN").is_some() {
                 println!(
@@ -237,7 +243,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         let token = match node.bootstrap() {
             Bootstrap::Generated { secret, .. } => Some(secret.clone()),
             Bootstrap::Disabled => None,
-            Bootstrap::FromEnvironment { .. } | Bootstrap::Existing => {
+            Bootstrap::FromEnvironment { .. } | Bootstrap::Existing | Bootstrap::LockedOut => {
                 let secret = node
                     .issue_token(Role::Admin, Duration::from_secs(12 * 3600), "runway up session")
                     .context("while creating the session token for `runway up`")?;

@@ -313,6 +313,9 @@ pub enum Bootstrap {
     },
     /// Authentication is off.
     Disabled,
+    /// Tokens exist but no unscoped admin token is usable, and no RUNWAY_ADMIN_TOKEN was
+    /// given to recover with.
+    LockedOut,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -320,6 +323,7 @@ impl std::fmt::Debug for Bootstrap {
         match self {
             Bootstrap::Existing => f.write_str("Existing"),
             Bootstrap::Disabled => f.write_str("Disabled"),
+            Bootstrap::LockedOut => f.write_str("LockedOut"),
             Bootstrap::FromEnvironment { id } => write!(f, "FromEnvironment({id})"),
             Bootstrap::Generated { id, .. } => write!(f, "Generated({id}, [redacted])"),
         }
@@ -349,8 +353,24 @@ pub(crate) fn bootstrap(
     environment: &str,
     chosen: Option<&str>,
 ) -> Result<Bootstrap, AccessError> {
-    if !store.tokens()?.is_empty() {
-        return Ok(Bootstrap::Existing);
+    let tokens = store.tokens()?;
+    let now = now_ms();
+    // Recovery: when every unscoped admin token has expired or been revoked, nobody could
+    // manage tokens again. Whoever starts the node owns its data folder, so a start with
+    // RUNWAY_ADMIN_TOKEN stores a new admin token (audited as token.recover).
+    let locked_out = !tokens.is_empty()
+        && !tokens.iter().any(|t| {
+            t.role == Role::Admin
+                && t.environment.is_none()
+                && t.revoked_at_ms.is_none()
+                && t.expires_at_ms.is_none_or(|at| at > now)
+        });
+    if !tokens.is_empty() && !(locked_out && chosen.is_some()) {
+        return Ok(if locked_out {
+            Bootstrap::LockedOut
+        } else {
+            Bootstrap::Existing
+        });
     }
     let minted = runway_access::mint_token();
     let (secret, hash, from_env) = match chosen {
@@ -360,13 +380,16 @@ pub(crate) fn bootstrap(
         }
         None => (minted.secret, minted.hash, false),
     };
-    let now = now_ms();
     store.create_token(&TokenRecord {
         id: minted.id.clone(),
         hash: hash.0,
         role: Role::Admin,
         environment: None,
-        label: "bootstrap admin".into(),
+        label: if locked_out {
+            "recovery admin".into()
+        } else {
+            "bootstrap admin".into()
+        },
         created_at_ms: now,
         expires_at_ms: None,
         revoked_at_ms: None,
@@ -375,11 +398,17 @@ pub(crate) fn bootstrap(
     store.append_control_audit(&ControlAuditRecord::now(
         environment,
         "system",
-        "token.bootstrap",
+        if locked_out {
+            "token.recover"
+        } else {
+            "token.bootstrap"
+        },
         minted.id.clone(),
         201,
         "ok",
-        if from_env {
+        if locked_out {
+            "no unscoped admin token was usable: admin token from RUNWAY_ADMIN_TOKEN"
+        } else if from_env {
             "bootstrap admin token from RUNWAY_ADMIN_TOKEN"
         } else {
             "bootstrap admin token generated and printed once"

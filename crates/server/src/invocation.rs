@@ -186,18 +186,8 @@ fn check_api_key(
     Ok(key.id.clone())
 }
 
-/// A slot under the function's concurrency limit, released when dropped.
-pub(crate) struct Slot(Arc<LiveFunction>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
-        self.0.in_flight.dec();
-    }
-}
-
-/// Takes a slot: refused with 429 beyond `max_concurrency`, or 410 after expiry.
-pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+/// 410 Gone once the function's `expires` has passed.
+pub(crate) fn check_expiry(function: &LiveFunction, now_ms: i64) -> Result<(), Refusal> {
     if let Some(at) = function.expires_at_ms
         && at <= now_ms
     {
@@ -214,6 +204,22 @@ pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, R
             retry_after: None,
         });
     }
+    Ok(())
+}
+
+/// A slot under the function's concurrency limit, released when dropped.
+pub(crate) struct Slot(Arc<LiveFunction>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.dec();
+    }
+}
+
+/// Takes a slot: refused with 429 beyond `max_concurrency`, or 410 after expiry.
+pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+    check_expiry(function, now_ms)?;
     // The counter is shared by every release of the function, so a deploy does not reset it.
     let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;
     function.in_flight.inc();

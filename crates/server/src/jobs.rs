@@ -101,6 +101,13 @@ pub(crate) async fn enqueue(
             ),
         ));
     }
+    if let Err(refusal) = crate::invocation::check_expiry(&live, now_ms()) {
+        return Err(ApiError {
+            status: refusal.status,
+            code: "function_expired",
+            message: refusal.message.trim_end().to_owned(),
+        });
+    }
     let (method, path) = crate::admin::method_and_path(&live, &request);
     let job = new_job(
         &live,
@@ -427,6 +434,8 @@ async fn run(shared: &Arc<Shared>, job: Job) {
     let outcome = match update.state {
         JobState::Succeeded => "succeeded",
         JobState::Dead => "dead",
+        // Held back by max_concurrency: the function did not run.
+        _ if update.attempts < job.attempts => "deferred",
         _ => "retried",
     };
     shared

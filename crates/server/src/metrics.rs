@@ -148,7 +148,8 @@ impl Metrics {
             jobs: counter(
                 &r,
                 "runway_jobs_total",
-                "Queued and scheduled job attempts by outcome (succeeded, retried, dead)",
+                "Queued and scheduled job rounds by outcome: succeeded, retried (failed, will run again), \
+                 deferred (held back by max_concurrency, no attempt spent), dead",
                 &["function", "environment", "outcome"],
             ),
             schedule_ticks: counter(

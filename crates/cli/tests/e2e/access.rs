@@ -567,7 +567,10 @@ fn an_expired_function_answers_410_is_retired_and_extend_brings_it_back() {
 
     let soon = SystemTime::now() + Duration::from_secs(3);
     let soon = humantime::format_rfc3339_seconds(soon).to_string();
-    let text = function_toml("hello", "hello", "/hello", &format!("expires = \"{soon}\""));
+    let text = format!(
+        "{}\n[[function.trigger]]\nqueue = {{}}\n",
+        function_toml("hello", "hello", "/hello", &format!("expires = \"{soon}\""))
+    );
     let path = manifest(&app, &text);
     let out = node
         .cli(&["deploy", "--no-build", path.to_str().unwrap()])
@@ -611,6 +614,13 @@ fn an_expired_function_answers_410_is_retired_and_extend_brings_it_back() {
     });
     let listed = node.cli(&["ls"]).ok().to_owned();
     assert!(listed.contains("retired"), "{listed}");
+    // Nor is asynchronous work accepted for it.
+    let queued = node.cli(&["invoke", "hello", "--async"]);
+    assert!(
+        queued.failed().contains("410 function_expired"),
+        "{}",
+        queued.stderr
+    );
     assert_eq!(
         node.metric("runway_function_retired{environment=\"prod\",function=\"hello\"}"),
         Some(1.0)
@@ -652,5 +662,69 @@ fn an_expired_function_answers_410_is_retired_and_extend_brings_it_back() {
         audit
             .iter()
             .any(|r| r["action"] == "function.extend" && r["outcome"] == "denied")
+    );
+}
+
+#[test]
+fn a_node_whose_admin_tokens_all_expired_recovers_with_runway_admin_token() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let short_admin = create_token(&node, &["--role", "admin", "--ttl", "1s"]);
+    let listed = node.cli(&["token", "ls", "--json"]).json();
+    let bootstrap = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "bootstrap admin")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    runway_as(
+        &["token", "revoke", &bootstrap],
+        &node.admin,
+        Some(&short_admin),
+    )
+    .ok();
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        runway_as(&["token", "ls"], &node.admin, Some(&short_admin))
+            .failed()
+            .contains("401")
+    );
+    let (status, _) = node.terminate();
+    assert!(status.success());
+
+    // Without RUNWAY_ADMIN_TOKEN the node says how to recover; with it, it stores one.
+    let locked = TestNode::start_with(dir.path(), &[], None);
+    locked.eventually("the node reports the lock-out", || {
+        locked
+            .output()
+            .contains("no unscoped admin token is usable")
+    });
+    drop(locked);
+    let recovery = "rwy_recovery-admin-token-0123456789abcdef";
+    let node = TestNode::start_with(dir.path(), &[], Some(recovery));
+    let tokens = runway_as(&["token", "ls", "--json"], &node.admin, Some(recovery)).json();
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["label"] == "recovery admin")
+    );
+    let audit = runway_as(
+        &["audit", "--kind", "control", "--json"],
+        &node.admin,
+        Some(recovery),
+    )
+    .json();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "token.recover" && r["actor"] == "system"),
+        "{audit:#}"
     );
 }
