@@ -365,7 +365,8 @@ pub(crate) fn bootstrap(
                 && t.revoked_at_ms.is_none()
                 && t.expires_at_ms.is_none_or(|at| at > now)
         });
-    if !tokens.is_empty() && !(locked_out && chosen.is_some()) {
+    let recovering = locked_out && chosen.is_some();
+    if !tokens.is_empty() && !recovering {
         return Ok(if locked_out {
             Bootstrap::LockedOut
         } else {
