@@ -437,3 +437,39 @@ pub fn within(text: &str) -> anyhow::Result<Duration> {
         anyhow::anyhow!("invalid --expiring `{text}`: {err}; use a duration such as `30d`")
     })
 }
+
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    /// The function.
+    pub name: String,
+    /// The release to serve (default: the newest one older than the current).
+    #[arg(long)]
+    pub to: Option<u32>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `runway rollback NAME [--to N]`: switch atomically to an existing release.
+pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server)?;
+    let response: runway_server::RollbackResponse = client.json(
+        client
+            .post(&format!("/v1/functions/{}/rollback", args.name))
+            .json(&runway_server::RollbackRequest { to: args.to }),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else {
+        println!(
+            "{} now serves release {} (was {}; artifact {})",
+            response.function,
+            response.release.number,
+            response.from,
+            response.release.digest.short()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

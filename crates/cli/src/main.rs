@@ -67,6 +67,8 @@ enum Command {
     Queue(access_cmds::QueueCommand),
     /// Move a function's expiry later (a new release; audited).
     Extend(access_cmds::ExtendArgs),
+    /// Serve an earlier (or any existing) release again, atomically.
+    Rollback(access_cmds::RollbackArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Key(command) => access_cmds::key(command),
         Command::Queue(command) => access_cmds::queue(command),
         Command::Extend(args) => access_cmds::extend(args),
+        Command::Rollback(args) => access_cmds::rollback(args),
     };
     match result {
         Ok(code) => code,

@@ -194,6 +194,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/functions/{name}/invoke", post(invoke_function))
         .route("/v1/functions/{name}/enqueue", post(jobs::enqueue))
         .route("/v1/functions/{name}/extend", post(access_api::extend))
+        .route("/v1/functions/{name}/rollback", post(rollback_function))
         .route("/v1/secrets/{name}", put(policy_api::set_secret))
         .route("/v1/sql/apply", post(policy_api::sql_apply))
         .route("/v1/sql/query", post(policy_api::sql_query))
@@ -311,6 +312,31 @@ async fn deploy_functions(
         .collect::<Vec<_>>()
         .join(", ");
     Ok(noted(Json(response), AuditNote::new(target, detail)))
+}
+
+/// `POST /v1/functions/{name}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The release to serve; default the newest one older than the current.
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+async fn rollback_function(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    request: Result<Json<RollbackRequest>, JsonRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let request = json_body(request, "rollback")?;
+    let response = deploy::rollback(shared, name.clone(), request.to).await?;
+    let detail = format!(
+        "release {} -> {} ({})",
+        response.from,
+        response.release.number,
+        response.release.digest.short()
+    );
+    Ok(noted(Json(response), AuditNote::new(name, detail)))
 }
 
 /// The request's JSON body, or a 422 that says which request was malformed and how.

@@ -67,6 +67,7 @@ fn action_name(method: &Method, route: &str) -> String {
         ("POST", "/v1/functions/{name}/invoke") => "function.invoke",
         ("POST", "/v1/functions/{name}/enqueue") => "function.enqueue",
         ("POST", "/v1/functions/{name}/extend") => "function.extend",
+        ("POST", "/v1/functions/{name}/rollback") => "function.rollback",
         ("PUT", "/v1/secrets/{name}") => "secret.set",
         ("POST", "/v1/sql/apply") => "sql.apply",
         ("POST", "/v1/sql/query") => "sql.query",

@@ -399,3 +399,141 @@ pub struct RestoreSummary {
     /// Functions that could not be served, with the reason.
     pub failed: Vec<String>,
 }
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackResponse {
+    /// The function.
+    pub function: String,
+    /// The release it served before.
+    pub from: u32,
+    /// The release it serves now.
+    pub release: Release,
+}
+
+/// Switches a function to one of its existing releases (default: the newest one older than
+/// the current), atomically: requests in flight finish on the release they started on, and
+/// every later request sees the new one. The same checks as a deploy apply to the release
+/// being brought back (routes against the functions deployed since, production rules).
+pub(crate) async fn rollback(
+    shared: Arc<Shared>,
+    name: String,
+    to: Option<u32>,
+) -> Result<RollbackResponse, ApiError> {
+    let _serialised = shared.deploy_lock.lock().await;
+    let current = shared.routes.load_full();
+    let live = current.functions.get(&name).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "no_such_function",
+            format!(
+                "no function named `{name}` is deployed in environment `{}`; `runway ls` lists them",
+                shared.environment
+            ),
+        )
+    })?;
+    let from = live.release.number;
+    let releases = {
+        let (shared, name) = (shared.clone(), name.clone());
+        tokio::task::spawn_blocking(move || shared.store.releases(&shared.environment, &name))
+            .await
+            .map_err(|err| ApiError::internal(format!("rollback task failed: {err}")))??
+    };
+    let target = match to {
+        Some(number) => releases.into_iter().find(|r| r.number == number).ok_or_else(|| {
+            ApiError::not_found(
+                "no_such_release",
+                format!("function `{name}` has no release {number}; `runway releases {name}` lists them"),
+            )
+        })?,
+        None => releases.into_iter().find(|r| r.number < from).ok_or_else(|| {
+            ApiError::unprocessable(
+                "no_earlier_release",
+                format!("function `{name}` serves release {from}, its first; there is nothing to roll back to"),
+            )
+        })?,
+    };
+    if target.number == from {
+        return Err(ApiError {
+            status: http::StatusCode::CONFLICT,
+            code: "already_serving",
+            message: format!("function `{name}` already serves release {from}"),
+        });
+    }
+    let mut problems = {
+        let others = current
+            .functions
+            .values()
+            .filter(|f| f.name() != name)
+            .map(|f| &f.release.config);
+        let all: Vec<&FunctionConfig> = std::iter::once(&target.config).chain(others).collect();
+        check_functions(&all)
+    };
+    if let Some(expires) = &target.config.expires
+        && expires.at_ms() <= crate::auth::now_ms()
+    {
+        problems.push(format!(
+            "release {} expired at {}; bring it back with `runway extend` instead",
+            target.number,
+            crate::lifespan::format_ms(expires.at_ms())
+        ));
+    }
+    if shared.production && target.config.policy_mode == PolicyMode::Audit {
+        problems.push(format!(
+            "release {} runs in policy audit mode, which this production node refuses",
+            target.number
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_configuration",
+            format!(
+                "cannot roll `{name}` back to release {}: {}",
+                target.number,
+                problems.join("; ")
+            ),
+        ));
+    }
+    let worker = shared.clone();
+    let release = target.clone();
+    let (prepared, capabilities) = tokio::task::spawn_blocking(move || {
+        let digest = release.digest.clone();
+        let (_, prepared) = ready(&worker.runtime, &worker.metrics, &digest, || {
+            worker.store.read_artifact(&digest)?.ok_or_else(|| {
+                ApiError::internal(format!("artifact {digest} is missing from the store"))
+            })
+        })?;
+        let capabilities = worker
+            .capabilities
+            .for_release(&release)
+            .map_err(|err| ApiError::internal(err.to_string()))?;
+        if !worker.store.switch_release(
+            &worker.environment,
+            release.config.name.as_str(),
+            release.number,
+        )? {
+            return Err(ApiError::internal(format!(
+                "release {} of `{}` vanished from the store",
+                release.number, release.config.name
+            )));
+        }
+        Ok::<_, ApiError>((prepared, capabilities))
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("rollback task failed: {err}")))??;
+    let mut functions = current.functions.clone();
+    functions.insert(
+        name.clone(),
+        Arc::new(LiveFunction::new(
+            target.clone(),
+            prepared,
+            capabilities,
+            &shared.metrics,
+        )),
+    );
+    shared.routes.store(Arc::new(RouteTable::new(functions)));
+    Ok(RollbackResponse {
+        function: name,
+        from,
+        release: target,
+    })
+}

@@ -41,11 +41,11 @@ pub use access_api::{
 };
 pub use admin::{
     CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
-    ReleaseInfo,
+    ReleaseInfo, RollbackRequest,
 };
 pub use auth::{AccessError, Bootstrap};
 pub use capabilities::CapabilityError;
-pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary};
+pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary, RollbackResponse};
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::EXPIRY_WARNING;

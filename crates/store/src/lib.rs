@@ -249,6 +249,14 @@ pub trait ControlStore: Send + Sync + 'static {
     fn current_releases(&self, environment: &str) -> Result<Vec<Release>, StoreError>;
     /// Every release of one function, newest first.
     fn releases(&self, environment: &str, function: &str) -> Result<Vec<Release>, StoreError>;
+    /// Makes a function serve one of its existing releases (a rollback or roll-forward);
+    /// false if the function has no such release.
+    fn switch_release(
+        &self,
+        environment: &str,
+        function: &str,
+        number: u32,
+    ) -> Result<bool, StoreError>;
     /// Per-function totals of invocations started at or after `since_ms`.
     fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError>;
     /// Log lines of a function with an id above `after_id`, oldest first.

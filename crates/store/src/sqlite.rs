@@ -349,6 +349,23 @@ impl ControlStore for SqliteStore {
         rows.into_iter().map(to_release).collect()
     }
 
+    fn switch_release(
+        &self,
+        environment: &str,
+        function: &str,
+        number: u32,
+    ) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE functions SET release = ?3, updated_ms = ?4, retired_ms = NULL
+                 WHERE environment = ?1 AND name = ?2
+                   AND EXISTS (SELECT 1 FROM releases WHERE environment = ?1 AND function = ?2 AND number = ?3)",
+                params![environment, function, number, now_ms()],
+            )
+            .map(|changed| changed > 0)
+            .map_err(db("switching a function's release"))
+    }
+
     fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn

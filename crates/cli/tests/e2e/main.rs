@@ -8,5 +8,6 @@ mod lifecycle;
 mod limits;
 mod metering;
 mod policy;
+mod releases;
 mod support;
 mod triggers;
