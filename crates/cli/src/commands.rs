@@ -168,6 +168,24 @@ pub fn deploy_manifest(
                 )
             })?;
         }
+        // A signature made by `runway sign` travels with the component.
+        let signature_file = crate::signing_cmds::signature_path(&function.component);
+        if signature_file.is_file() {
+            let text = std::fs::read_to_string(&signature_file)
+                .with_context(|| format!("while reading {}", signature_file.display()))?;
+            let response = client.send(
+                client
+                    .put(&format!("/v1/artifacts/{digest}/signature"))
+                    .header("content-type", "application/json")
+                    .body(text),
+            )?;
+            let _: serde_json::Value = crate::client::decode(response).with_context(|| {
+                format!(
+                    "the node refused the signature {}",
+                    signature_file.display()
+                )
+            })?;
+        }
         functions.push(DeployFunction {
             digest: digest.try_into().map_err(anyhow::Error::msg)?,
             config: function.config.clone(),

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod node;
 mod policy_cmds;
+mod signing_cmds;
 mod table;
 
 use std::process::ExitCode;
@@ -69,6 +70,13 @@ enum Command {
     Extend(access_cmds::ExtendArgs),
     /// Serve an earlier (or any existing) release again, atomically.
     Rollback(access_cmds::RollbackArgs),
+    /// Artifact signing keys (not API keys: see `runway key`).
+    #[command(subcommand)]
+    Keys(signing_cmds::KeysCommand),
+    /// Sign a component: writes FILE.sig, which `runway deploy` uploads with it.
+    Sign(signing_cmds::SignArgs),
+    /// Revoke an artifact: every release running it stops serving at once (503).
+    Revoke(signing_cmds::RevokeArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +100,9 @@ fn main() -> ExitCode {
         Command::Queue(command) => access_cmds::queue(command),
         Command::Extend(args) => access_cmds::extend(args),
         Command::Rollback(args) => access_cmds::rollback(args),
+        Command::Keys(command) => signing_cmds::keys(command),
+        Command::Sign(args) => signing_cmds::sign(args),
+        Command::Revoke(args) => signing_cmds::revoke(args),
     };
     match result {
         Ok(code) => code,

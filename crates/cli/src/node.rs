@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Serve the admin API without tokens (refused unless it listens on loopback).
     #[arg(long, env = "RUNWAY_NO_AUTH")]
     pub no_auth: bool,
+    /// Public signing keys (`runway keys generate`), one per line: deploys then need an
+    /// artifact signed by one of them.
+    #[arg(long, env = "RUNWAY_TRUSTED_KEYS")]
+    pub trusted_keys: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -87,6 +91,7 @@ impl ServeArgs {
         config.outbound_resolve = self.outbound_resolve.clone();
         config.outbound_ca_file = self.outbound_ca_file.clone();
         config.auth = !self.no_auth;
+        config.trusted_keys = self.trusted_keys.clone();
         // An environment variable only, never a flag: flags show in `ps`.
         config.bootstrap_token = std::env::var("RUNWAY_ADMIN_TOKEN")
             .ok()

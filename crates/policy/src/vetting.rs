@@ -42,6 +42,10 @@ pub struct VettedImport {
 pub struct VettingReport {
     /// Every import, in the component's order.
     pub imports: Vec<VettedImport>,
+    /// The trusted key whose signature was checked at deploy, when the environment
+    /// requires signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl VettingReport {
@@ -133,7 +137,10 @@ pub fn vet<S: AsRef<str>>(imports: &[S], policy: &Policy) -> VettingReport {
             }
         })
         .collect();
-    VettingReport { imports }
+    VettingReport {
+        imports,
+        signed_by: None,
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::deploy::{self, DeployRequest};
 use crate::error::ApiError;
 use crate::live::LiveFunction;
 use crate::policy_api;
-use crate::{access_api, jobs};
+use crate::{access_api, artifacts_api, jobs};
 use runway_access::Role;
 
 /// A function as `runway ls` shows it.
@@ -179,6 +179,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/audit/control", get(access_api::control_audit))
         .route("/v1/secrets", get(policy_api::list_secrets))
         .route("/v1/keys", get(access_api::list_keys))
+        .route("/v1/artifacts/revoked", get(artifacts_api::list_revoked))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/metrics", get(metrics));
@@ -190,6 +191,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 // The handler enforces the node's limit itself, with a message that says so.
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/v1/artifacts/{digest}/signature",
+            put(artifacts_api::put_signature),
+        )
+        .route("/v1/artifacts/{digest}/revoke", post(artifacts_api::revoke))
         .route("/v1/deploy", post(deploy_functions))
         .route("/v1/functions/{name}/invoke", post(invoke_function))
         .route("/v1/functions/{name}/enqueue", post(jobs::enqueue))

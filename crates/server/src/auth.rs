@@ -63,6 +63,8 @@ pub(crate) struct Guarded {
 fn action_name(method: &Method, route: &str) -> String {
     let name = match (method.as_str(), route) {
         ("PUT", "/v1/artifacts/{digest}") => "artifact.upload",
+        ("PUT", "/v1/artifacts/{digest}/signature") => "artifact.sign",
+        ("POST", "/v1/artifacts/{digest}/revoke") => "artifact.revoke",
         ("POST", "/v1/deploy") => "deploy",
         ("POST", "/v1/functions/{name}/invoke") => "function.invoke",
         ("POST", "/v1/functions/{name}/enqueue") => "function.enqueue",

@@ -234,8 +234,16 @@ pub(crate) async fn deploy_over(
                     .ok_or_else(|| ApiError::internal(format!("artifact {digest} vanished from the store")))
             })
             .map_err(|err| err.for_function(function.config.name.as_str()))?;
-            let report = vet(&compiled.imports(), &function.config.policy);
+            let mut report = vet(&compiled.imports(), &function.config.policy);
             refusals.extend(vetting_refusals(&worker, &function.config, &report));
+            match crate::artifacts_api::admission(
+                worker.store.as_ref(),
+                worker.trusted_keys.as_ref(),
+                digest,
+            )? {
+                Ok(signed_by) => report.signed_by = signed_by,
+                Err(why) => refusals.push(format!("function `{}`: {why}", function.config.name)),
+            }
             prepared.insert(function.config.name.to_string(), ready);
             vetting.insert(function.config.name.to_string(), report);
         }
@@ -338,6 +346,11 @@ pub(crate) fn restore(
 ) -> Result<(RouteTable, RestoreSummary), crate::NodeError> {
     let mut summary = RestoreSummary::default();
     let mut functions = BTreeMap::new();
+    let revoked: Vec<String> = store
+        .revoked_artifacts()?
+        .into_iter()
+        .map(|r| r.digest)
+        .collect();
     for release in store.current_releases(environment)? {
         let name = release.config.name.to_string();
         // The deploy rule holds across restarts: a node started with --production does not
@@ -367,10 +380,11 @@ pub(crate) fn restore(
                     LoadedFrom::Cache => summary.from_cache += 1,
                     LoadedFrom::Compiled => summary.compiled += 1,
                 }
-                functions.insert(
-                    name,
-                    Arc::new(LiveFunction::new(release, prepared, capabilities, metrics)),
-                );
+                let revoked = revoked.iter().any(|d| d == release.digest.as_str());
+                let live = LiveFunction::new(release, prepared, capabilities, metrics);
+                live.revoked
+                    .store(revoked, std::sync::atomic::Ordering::Release);
+                functions.insert(name, Arc::new(live));
             }
             Err(err) => {
                 tracing::error!(function = %name, release = release.number, error = %err.message, "cannot serve function after restart");
@@ -476,6 +490,21 @@ pub(crate) async fn rollback(
             target.number,
             crate::lifespan::format_ms(expires.at_ms())
         ));
+    }
+    let admitted = {
+        let (shared, digest) = (shared.clone(), target.digest.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::artifacts_api::admission(
+                shared.store.as_ref(),
+                shared.trusted_keys.as_ref(),
+                &digest,
+            )
+        })
+        .await
+        .map_err(|err| ApiError::internal(format!("rollback task failed: {err}")))??
+    };
+    if let Err(why) = admitted {
+        problems.push(why);
     }
     if shared.production && target.config.policy_mode == PolicyMode::Audit {
         problems.push(format!(

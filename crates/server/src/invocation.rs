@@ -219,6 +219,18 @@ impl Drop for Slot {
 
 /// Takes a slot: refused with 429 beyond `max_concurrency`, or 410 after expiry.
 pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+    if function.revoked.load(Ordering::Acquire) {
+        return Err(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "revoked",
+            message: format!(
+                "function {} cannot run: its artifact {} was revoked; deploy a fixed release\n",
+                function.name(),
+                function.release.digest.short()
+            ),
+            retry_after: None,
+        });
+    }
     check_expiry(function, now_ms)?;
     // The counter is shared by every release of the function, so a deploy does not reset it.
     let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;

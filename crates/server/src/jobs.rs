@@ -559,7 +559,9 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
         };
     }
     let error = failed_run.unwrap_or_else(|| format!("the function answered {status}"));
+    // 410 (expired) and 503 without a run (a revoked artifact) will not get better.
     let permanent = status == StatusCode::GONE
+        || (record.is_none() && status == StatusCode::SERVICE_UNAVAILABLE)
         || (status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS);
     if permanent {
         return JobUpdate {

@@ -8,6 +8,7 @@
 
 mod access_api;
 mod admin;
+mod artifacts_api;
 mod auth;
 mod capabilities;
 mod deploy;
@@ -43,6 +44,7 @@ pub use admin::{
     CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
     ReleaseInfo, RollbackRequest,
 };
+pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
 pub use auth::{AccessError, Bootstrap};
 pub use capabilities::CapabilityError;
 pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary, RollbackResponse};
@@ -51,6 +53,7 @@ pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::EXPIRY_WARNING;
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
+pub use runway_store::RevokedArtifact;
 pub use runway_store::{AuditRecord, SecretInfo};
 pub use runway_store::{ControlAuditRecord, Job, JobState};
 pub use runway_store::{Digest, LogEntry, Usage};
@@ -93,6 +96,9 @@ pub struct NodeConfig {
     pub auth: bool,
     /// The bootstrap admin token to store on first start instead of generating one.
     pub bootstrap_token: Option<String>,
+    /// Public keys this node trusts; when set, every deployed artifact must carry a
+    /// signature by one of them.
+    pub trusted_keys: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -113,6 +119,7 @@ impl NodeConfig {
             outbound_ca_file: None,
             auth: true,
             bootstrap_token: None,
+            trusted_keys: None,
         }
     }
 }
@@ -132,6 +139,9 @@ pub enum NodeError {
     /// Control-plane access could not be set up.
     #[error(transparent)]
     Access(#[from] AccessError),
+    /// The trusted-keys file could not be used.
+    #[error("--trusted-keys: {0}")]
+    TrustedKeys(#[from] runway_signing::SigningError),
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr} for the {what}: {source} (pick another address with {flag})")]
     Bind {
@@ -170,6 +180,8 @@ pub(crate) struct Shared {
     pub(crate) job_ready: tokio::sync::Notify,
     /// Serialises changes to tokens and API keys with the reload of the key table.
     pub(crate) access_lock: std::sync::Mutex<()>,
+    /// Keys whose signatures deploys require, if any.
+    pub(crate) trusted_keys: Option<runway_signing::TrustedKeys>,
 }
 
 /// Request ids: a random per-node prefix and a counter, shaped like a UUID.
@@ -245,6 +257,11 @@ impl Node {
         if !config.auth && !config.admin_listen.ip().is_loopback() {
             return Err(AccessError::InsecureAdmin(config.admin_listen).into());
         }
+        let trusted_keys = config
+            .trusted_keys
+            .as_deref()
+            .map(runway_signing::TrustedKeys::read)
+            .transpose()?;
         let store: Arc<dyn ControlStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
         let bootstrap = if config.auth {
             auth::bootstrap(
@@ -331,6 +348,7 @@ impl Node {
             api_keys: ArcSwap::from_pointee(api_keys),
             job_ready: tokio::sync::Notify::new(),
             access_lock: std::sync::Mutex::new(()),
+            trusted_keys,
         });
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();

@@ -29,6 +29,8 @@ pub(crate) struct LiveFunction {
     pub(crate) jwt: Option<JwtVerifier>,
     /// When the function stops serving, in milliseconds since the Unix epoch.
     pub(crate) expires_at_ms: Option<i64>,
+    /// Its artifact was revoked: it answers 503 and never runs again.
+    pub(crate) revoked: AtomicBool,
     coldstarts: IntCounter,
     warm: AtomicBool,
 }
@@ -83,6 +85,7 @@ impl LiveFunction {
                 .set(i64::from(left <= 0));
         }
         LiveFunction {
+            revoked: AtomicBool::new(false),
             running: metrics.running(labels[0], labels[1]),
             jwt,
             expires_at_ms,

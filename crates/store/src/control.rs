@@ -237,3 +237,27 @@ mod base64_bytes {
             .map_err(serde::de::Error::custom)
     }
 }
+
+/// A detached signature over an artifact digest, as uploaded with `runway deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactSignature {
+    /// The artifact's digest, 64 hex digits.
+    pub digest: String,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The signature, base64.
+    pub signature: String,
+}
+
+/// An artifact that must never run again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedArtifact {
+    /// Its digest, 64 hex digits.
+    pub digest: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub revoked_at_ms: i64,
+    /// The token that revoked it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+}

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use control::{
-    ApiKeyRecord, ControlAuditRecord, Job, JobRequest, JobResult, JobSource, JobState, JobUpdate,
-    TokenRecord,
+    ApiKeyRecord, ArtifactSignature, ControlAuditRecord, Job, JobRequest, JobResult, JobSource,
+    JobState, JobUpdate, RevokedArtifact, TokenRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -366,6 +366,14 @@ pub trait ControlStore: Send + Sync + 'static {
     fn retire(&self, environment: &str, function: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Retired functions and when they were retired.
     fn retired(&self, environment: &str) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Stores (or replaces) a key's signature of an artifact.
+    fn add_signature(&self, signature: &ArtifactSignature) -> Result<(), StoreError>;
+    /// The signatures stored for an artifact.
+    fn signatures(&self, digest: &str) -> Result<Vec<ArtifactSignature>, StoreError>;
+    /// Revokes an artifact for good; false if it already was.
+    fn revoke_artifact(&self, revoked: &RevokedArtifact) -> Result<bool, StoreError>;
+    /// Every revoked artifact.
+    fn revoked_artifacts(&self) -> Result<Vec<RevokedArtifact>, StoreError>;
 }
 
 /// A hash of a configuration that identifies it across deploys.

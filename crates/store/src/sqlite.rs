@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::sqlite_control as control;
 use crate::{
-    ApiKeyRecord, AuditRecord, ControlAuditRecord, ControlStore, DeployResult, Digest, Job,
-    JobState, JobUpdate, LogEntry, NewRelease, Release, SecretInfo, StoreError, StoredSecret,
-    TokenRecord, Usage, config_hash,
+    ApiKeyRecord, ArtifactSignature, AuditRecord, ControlAuditRecord, ControlStore, DeployResult,
+    Digest, Job, JobState, JobUpdate, LogEntry, NewRelease, Release, RevokedArtifact, SecretInfo,
+    StoreError, StoredSecret, TokenRecord, Usage, config_hash,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -92,6 +92,7 @@ CREATE TABLE secrets (
 );
 "#,
     crate::sqlite_control::MIGRATION,
+    crate::sqlite_control::MIGRATION_4,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -653,6 +654,22 @@ impl ControlStore for SqliteStore {
 
     fn retired(&self, environment: &str) -> Result<Vec<(String, i64)>, StoreError> {
         control::retired(&self.conn(), environment)
+    }
+
+    fn add_signature(&self, signature: &ArtifactSignature) -> Result<(), StoreError> {
+        control::add_signature(&self.conn(), signature, now_ms())
+    }
+
+    fn signatures(&self, digest: &str) -> Result<Vec<ArtifactSignature>, StoreError> {
+        control::signatures(&self.conn(), digest)
+    }
+
+    fn revoke_artifact(&self, revoked: &RevokedArtifact) -> Result<bool, StoreError> {
+        control::revoke_artifact(&self.conn(), revoked)
+    }
+
+    fn revoked_artifacts(&self) -> Result<Vec<RevokedArtifact>, StoreError> {
+        control::revoked_artifacts(&self.conn())
     }
 }
 

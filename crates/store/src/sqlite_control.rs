@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::StoreError;
 use crate::control::{
-    ApiKeyRecord, ControlAuditRecord, Job, JobRequest, JobResult, JobSource, JobState, JobUpdate,
-    TokenRecord,
+    ApiKeyRecord, ArtifactSignature, ControlAuditRecord, Job, JobRequest, JobResult, JobSource,
+    JobState, JobUpdate, RevokedArtifact, TokenRecord,
 };
 
 /// Migration 3: access, control-plane audit, jobs, schedule ticks and retirement.
@@ -73,6 +73,91 @@ CREATE TABLE schedule_ticks (
 );
 ALTER TABLE functions ADD COLUMN retired_ms INTEGER;
 "#;
+
+/// Migration 4: artifact signatures and revoked artifacts.
+pub(crate) const MIGRATION_4: &str = r#"
+CREATE TABLE artifact_signatures (
+    digest      TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    signature   TEXT NOT NULL,
+    added_ms    INTEGER NOT NULL,
+    PRIMARY KEY (digest, key_id)
+);
+CREATE TABLE revoked_artifacts (
+    digest      TEXT PRIMARY KEY,
+    revoked_ms  INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    reason      TEXT NOT NULL
+);
+"#;
+
+pub(crate) fn add_signature(
+    conn: &Connection,
+    signature: &ArtifactSignature,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO artifact_signatures (digest, key_id, signature, added_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (digest, key_id) DO UPDATE SET signature = excluded.signature, added_ms = excluded.added_ms",
+        params![signature.digest, signature.key_id, signature.signature, now_ms],
+    )
+    .map(drop)
+    .map_err(db("storing a signature"))
+}
+
+pub(crate) fn signatures(
+    conn: &Connection,
+    digest: &str,
+) -> Result<Vec<ArtifactSignature>, StoreError> {
+    conn.prepare_cached("SELECT digest, key_id, signature FROM artifact_signatures WHERE digest = ?1 ORDER BY key_id")
+        .and_then(|mut stmt| {
+            stmt.query_map(params![digest], |row| {
+                Ok(ArtifactSignature {
+                    digest: row.get(0)?,
+                    key_id: row.get(1)?,
+                    signature: row.get(2)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(db("reading signatures"))
+}
+
+pub(crate) fn revoke_artifact(
+    conn: &Connection,
+    revoked: &RevokedArtifact,
+) -> Result<bool, StoreError> {
+    conn.execute(
+        "INSERT INTO revoked_artifacts (digest, revoked_ms, actor, reason) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (digest) DO NOTHING",
+        params![
+            revoked.digest,
+            revoked.revoked_at_ms,
+            revoked.actor,
+            revoked.reason
+        ],
+    )
+    .map(|changed| changed > 0)
+    .map_err(db("revoking an artifact"))
+}
+
+pub(crate) fn revoked_artifacts(conn: &Connection) -> Result<Vec<RevokedArtifact>, StoreError> {
+    conn.prepare_cached(
+        "SELECT digest, revoked_ms, actor, reason FROM revoked_artifacts ORDER BY revoked_ms",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([], |row| {
+            Ok(RevokedArtifact {
+                digest: row.get(0)?,
+                revoked_at_ms: row.get(1)?,
+                actor: row.get(2)?,
+                reason: row.get(3)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db("listing revoked artifacts"))
+}
 
 fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { action, source }

@@ -137,3 +137,134 @@ fn rollback_under_concurrent_load_loses_no_request_and_never_mixes_releases() {
         .count();
     assert_eq!(rollbacks, 7);
 }
+
+#[test]
+fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_stops_at_once() {
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let team = keys.join("team");
+    let rogue = keys.join("rogue");
+    for key in [&team, &rogue] {
+        let out = runway(
+            &["keys", "generate", key.to_str().unwrap()],
+            "http://unused",
+        )
+        .ok()
+        .to_owned();
+        assert!(out.contains("created signing key"), "{out}");
+    }
+    let again = runway(
+        &["keys", "generate", team.to_str().unwrap()],
+        "http://unused",
+    );
+    assert!(again.failed().contains("exists"), "{}", again.stderr);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(team.with_extension("key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is readable by others");
+
+    let data = dir.path().join("data");
+    let trusted = team.with_extension("pub");
+    let node = TestNode::start(&data, &["--trusted-keys", trusted.to_str().unwrap()]);
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let component = app.join("hello.wasm");
+    std::fs::copy(wasm("hello"), &component).unwrap();
+    let path = manifest(
+        &app,
+        "[[function]]\nname = \"hello\"\ncomponent = \"hello.wasm\"\n\n[[function.trigger]]\nhttp = { route = \"/hello\" }\n",
+    );
+    let deploy = || node.cli(&["deploy", "--no-build", path.to_str().unwrap()]);
+
+    let unsigned = deploy();
+    assert!(
+        unsigned
+            .failed()
+            .contains("requires a signature by a trusted key")
+            && unsigned.stderr.contains("it is not signed"),
+        "{}",
+        unsigned.stderr
+    );
+    let sign = |key: &std::path::Path| {
+        runway(
+            &[
+                "sign",
+                component.to_str().unwrap(),
+                "--key",
+                key.with_extension("key").to_str().unwrap(),
+            ],
+            "http://unused",
+        )
+        .ok()
+        .to_owned()
+    };
+    sign(&rogue);
+    let untrusted = deploy();
+    assert!(
+        untrusted.failed().contains("which is not a trusted key"),
+        "{}",
+        untrusted.stderr
+    );
+    assert!(
+        node.get("/hello").status() == 404,
+        "a refused deploy changed nothing"
+    );
+    let signed = sign(&team);
+    assert!(signed.contains("hello.wasm.sig"), "{signed}");
+    deploy().ok();
+    assert_eq!(node.get("/hello").status(), 200);
+    let releases = node.cli(&["releases", "hello", "--json"]).json();
+    let team_id = std::fs::read_to_string(&trusted).unwrap();
+    let team_id = team_id.split_whitespace().nth(1).unwrap();
+    assert_eq!(releases[0]["vetting"]["signed_by"], team_id);
+    let digest = releases[0]["digest"].as_str().unwrap().to_owned();
+
+    // Revocation: the serving release stops at once, with a clear 503.
+    let out = node
+        .cli(&["revoke", &digest, "--reason", "CVE-2026-0001"])
+        .ok()
+        .to_owned();
+    assert!(out.contains("stopped at once (503): hello"), "{out}");
+    let stopped = node.get("/hello");
+    assert_eq!(stopped.status(), 503);
+    assert!(stopped.text().unwrap().contains("was revoked"));
+    let redeploy = deploy();
+    assert!(
+        redeploy.failed().contains("was revoked (CVE-2026-0001)"),
+        "{}",
+        redeploy.stderr
+    );
+    let twice = node.cli(&["revoke", &digest]);
+    assert!(
+        twice.failed().contains("already_revoked"),
+        "{}",
+        twice.stderr
+    );
+    assert!(node.cli(&["revoke", "--list"]).ok().contains(&digest));
+    let audit = node.cli(&["audit", "--kind", "control", "--json"]).json();
+    assert!(audit.as_array().unwrap().iter().any(|r| {
+        r["action"] == "artifact.revoke"
+            && r["outcome"] == "ok"
+            && r["detail"].as_str().unwrap().contains("CVE-2026-0001")
+    }));
+    // It stays stopped across a restart.
+    let (status, _) = node.terminate();
+    assert!(status.success());
+    let node = TestNode::start(&data, &["--trusted-keys", trusted.to_str().unwrap()]);
+    assert_eq!(node.get("/hello").status(), 503);
+
+    // An unusable trusted-keys file stops the node from starting, naming the file.
+    let bad = dir.path().join("bad.pub");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    let stderr = serve_refused(
+        &dir.path().join("other"),
+        &["--trusted-keys", bad.to_str().unwrap()],
+    );
+    assert!(
+        stderr.contains("--trusted-keys") && stderr.contains("bad.pub line 1"),
+        "{stderr}"
+    );
+}

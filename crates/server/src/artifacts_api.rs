@@ -1,0 +1,217 @@
+//! Signed and revoked artifacts: uploading a signature for a stored artifact, and revoking
+//! an artifact so that every release running it stops serving at once.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use runway_signing::{TrustedKeys, Verdict};
+use runway_store::{ArtifactSignature, Digest, RevokedArtifact};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+use crate::admin::{blocking, json_body};
+use crate::auth::{AuditNote, Caller, noted, now_ms};
+use crate::error::ApiError;
+
+/// The answer to a signature upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignatureResponse {
+    /// The artifact.
+    pub digest: String,
+    /// The signing key's id.
+    pub key_id: String,
+    /// Whether this node trusts that key (`None`: the node requires no signatures).
+    pub trusted: Option<bool>,
+}
+
+fn parse_digest(text: String) -> Result<Digest, ApiError> {
+    Digest::try_from(text).map_err(|message| ApiError::bad_request("invalid_digest", message))
+}
+
+/// `PUT /v1/artifacts/{digest}/signature`: a `runway sign` file for a stored artifact.
+pub(crate) async fn put_signature(
+    State(shared): State<Arc<Shared>>,
+    Path(digest): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(digest)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_signature",
+            "the signature is not UTF-8 text".into(),
+        )
+    })?;
+    let signature = runway_signing::parse_signature(text, "the uploaded signature")
+        .map_err(|err| ApiError::bad_request("invalid_signature", err.to_string()))?;
+    if signature.digest != digest.as_str() {
+        return Err(ApiError::bad_request(
+            "signature_digest_mismatch",
+            format!(
+                "the signature is for artifact {}, not {digest}; sign the file you deploy",
+                signature.digest
+            ),
+        ));
+    }
+    let trusted = shared.trusted_keys.as_ref().map(|keys| {
+        matches!(
+            keys.check(digest.as_str(), std::slice::from_ref(&signature)),
+            Verdict::Trusted(_)
+        )
+    });
+    let record = ArtifactSignature {
+        digest: signature.digest.clone(),
+        key_id: signature.key_id.clone(),
+        signature: signature.signature,
+    };
+    {
+        let shared = shared.clone();
+        let digest = digest.clone();
+        blocking(move || {
+            if !shared.store.has_artifact(&digest)? {
+                return Err(ApiError::not_found(
+                    "artifact_missing",
+                    format!("artifact {digest} is not stored; upload it first"),
+                ));
+            }
+            Ok(shared.store.add_signature(&record)?)
+        })
+        .await?;
+    }
+    let key_id = signature.key_id;
+    Ok(noted(
+        Json(SignatureResponse {
+            digest: digest.to_string(),
+            key_id: key_id.clone(),
+            trusted,
+        }),
+        AuditNote::new(digest.short(), format!("signed by {key_id}")),
+    ))
+}
+
+/// `POST /v1/artifacts/{digest}/revoke`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why (kept in the audit log and shown to callers).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    /// The artifact.
+    pub digest: String,
+    /// Functions that were serving it and now answer 503.
+    pub stopped: Vec<String>,
+}
+
+pub(crate) async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(digest): Path<String>,
+    request: Result<Json<RevokeRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(digest)?;
+    let request = json_body(request, "revoke")?;
+    // No deploy or rollback can bring the artifact in while it is being revoked.
+    let _serialised = shared.deploy_lock.lock().await;
+    let reason = request.reason.unwrap_or_else(|| "no reason given".into());
+    let revoked = RevokedArtifact {
+        digest: digest.to_string(),
+        revoked_at_ms: now_ms(),
+        actor: caller.id,
+        reason: reason.clone(),
+    };
+    let newly = {
+        let shared = shared.clone();
+        blocking(move || Ok(shared.store.revoke_artifact(&revoked)?)).await?
+    };
+    if !newly {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "already_revoked",
+            message: format!("artifact {digest} is already revoked"),
+        });
+    }
+    // Every live release of the artifact stops at once: the flag is read on each request.
+    let mut stopped = Vec::new();
+    for function in shared.routes.load().functions.values() {
+        if function.release.digest == digest {
+            function.revoked.store(true, Ordering::Release);
+            stopped.push(function.name().to_owned());
+        }
+    }
+    Ok(noted(
+        Json(RevokeResponse {
+            digest: digest.to_string(),
+            stopped: stopped.clone(),
+        }),
+        AuditNote::new(
+            digest.short(),
+            format!(
+                "{reason}; stopped: {}",
+                if stopped.is_empty() {
+                    "none".to_owned()
+                } else {
+                    stopped.join(",")
+                }
+            ),
+        ),
+    ))
+}
+
+pub(crate) async fn list_revoked(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<RevokedArtifact>>, ApiError> {
+    Ok(Json(
+        blocking(move || Ok(shared.store.revoked_artifacts()?)).await?,
+    ))
+}
+
+/// Why an artifact may not be deployed here, if it may not: revoked, or (when this node
+/// requires signatures) not signed by a trusted key. On success, the trusted key's id.
+pub(crate) fn admission(
+    store: &dyn runway_store::ControlStore,
+    trusted: Option<&TrustedKeys>,
+    digest: &Digest,
+) -> Result<Result<Option<String>, String>, ApiError> {
+    if let Some(revoked) = store
+        .revoked_artifacts()?
+        .into_iter()
+        .find(|r| r.digest == digest.as_str())
+    {
+        return Ok(Err(format!(
+            "artifact {} was revoked ({}); build and deploy a fixed one",
+            digest.short(),
+            revoked.reason
+        )));
+    }
+    let Some(trusted) = trusted else {
+        return Ok(Ok(None));
+    };
+    let signatures: Vec<runway_signing::Signature> = store
+        .signatures(digest.as_str())?
+        .into_iter()
+        .map(|s| runway_signing::Signature {
+            digest: s.digest,
+            key_id: s.key_id,
+            signature: s.signature,
+        })
+        .collect();
+    Ok(match trusted.check(digest.as_str(), &signatures) {
+        Verdict::Trusted(key) => Ok(Some(key)),
+        Verdict::Untrusted(why) => Err(format!(
+            "artifact {} is refused: this node requires a signature by a trusted key ({}), and {why}; \
+             sign it with `runway sign FILE --key KEY` and deploy again",
+            digest.short(),
+            trusted.ids().join(", ")
+        )),
+    })
+}
