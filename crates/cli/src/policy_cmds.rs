@@ -28,15 +28,95 @@ use crate::table::time;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// A component file (.wasm).
+    /// A component file (.wasm), or the name of a deployed function.
     pub file: PathBuf,
+    /// With a function name: this release instead of the one being served.
+    #[arg(long)]
+    pub release: Option<u32>,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+fn verdict_text(verdict: &ImportVerdict) -> String {
+    match verdict {
+        ImportVerdict::Provided => "provided to every function".to_owned(),
+        ImportVerdict::Granted { .. } => "granted by the policy".to_owned(),
+        ImportVerdict::NotGranted { needs } => format!("not granted: calls refused ({needs})"),
+        ImportVerdict::NeverProvided { why } => format!("never provided: {why}"),
+    }
+}
+
+/// `runway inspect NAME [--release N]`: a release's stored vetting report.
+fn inspect_release(args: &InspectArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server)?;
+    let releases: Vec<runway_server::ReleaseInfo> =
+        client.json(client.get(&format!("/v1/functions/{name}/releases")))?;
+    let release = match args.release {
+        Some(number) => releases
+            .iter()
+            .find(|r| r.number == number)
+            .with_context(|| {
+                format!(
+                    "function `{name}` has no release {number}; `runway releases {name}` lists them"
+                )
+            })?,
+        None => releases
+            .iter()
+            .find(|r| r.current)
+            .or_else(|| releases.first())
+            .with_context(|| format!("function `{name}` has no releases"))?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(release)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{name} release {}{}",
+        release.number,
+        if release.current { " (serving)" } else { "" }
+    );
+    println!("artifact   sha256:{}", release.digest);
+    println!("created    {}", time(release.created_at_ms));
+    println!("memory     {}, timeout {}", release.memory, release.timeout);
+    println!("policy     {}", release.policy_mode.as_str());
+    let Some(vetting) = &release.vetting else {
+        println!("vetting    none recorded (released before vetting existed)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "signature  {}",
+        vetting.signed_by.as_deref().map_or_else(
+            || "not checked (the node requires none)".to_owned(),
+            |key| format!("verified, trusted key {key}")
+        )
+    );
+    println!(
+        "
+imports:"
+    );
+    let rows: Vec<Vec<String>> = vetting
+        .imports
+        .iter()
+        .map(|i| vec![format!("  {}", i.import), verdict_text(&i.verdict)])
+        .collect();
+    table::print(&["  INTERFACE", "VERDICT"], &rows);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `runway inspect FILE`: the component's interface and the policy its imports need.
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    if !args.file.exists() {
+        if let Some(name) = args
+            .file
+            .to_str()
+            .filter(|n| runway_manifest::FunctionName::try_from(*n).is_ok())
+        {
+            return inspect_release(&args, name);
+        }
+    }
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let interfaces = runway_runtime::component_interfaces(&bytes)

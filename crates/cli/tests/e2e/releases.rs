@@ -221,6 +221,19 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
     let team_id = team_id.split_whitespace().nth(1).unwrap();
     assert_eq!(releases[0]["vetting"]["signed_by"], team_id);
     let digest = releases[0]["digest"].as_str().unwrap().to_owned();
+    let inspected = node.cli(&["inspect", "hello"]).ok().to_owned();
+    assert!(
+        inspected.contains(&format!("verified, trusted key {team_id}"))
+            && inspected.contains(&digest)
+            && inspected.contains("wasi:http/types"),
+        "{inspected}"
+    );
+    let missing = node.cli(&["inspect", "hello", "--release", "7"]);
+    assert!(
+        missing.failed().contains("has no release 7"),
+        "{}",
+        missing.stderr
+    );
 
     // Revocation: the serving release stops at once, with a clear 503.
     let out = node
