@@ -108,14 +108,13 @@ imports:"
 
 /// `runway inspect FILE`: the component's interface and the policy its imports need.
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    if !args.file.exists() {
-        if let Some(name) = args
+    if !args.file.exists()
+        && let Some(name) = args
             .file
             .to_str()
             .filter(|n| runway_manifest::FunctionName::try_from(*n).is_ok())
-        {
-            return inspect_release(&args, name);
-        }
+    {
+        return inspect_release(&args, name);
     }
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
