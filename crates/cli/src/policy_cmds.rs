@@ -86,6 +86,9 @@ fn inspect_release(args: &InspectArgs, name: &str) -> anyhow::Result<ExitCode> {
         println!("vetting    none recorded (released before vetting existed)");
         return Ok(ExitCode::SUCCESS);
     };
+    if let Some(size) = vetting.size_bytes {
+        println!("size       {} KiB", size.div_ceil(1024));
+    }
     println!(
         "signature  {}",
         vetting.signed_by.as_deref().map_or_else(

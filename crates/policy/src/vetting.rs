@@ -46,6 +46,9 @@ pub struct VettingReport {
     /// requires signatures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// The artifact's size in bytes (checked against the node's limit at upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 impl VettingReport {
@@ -140,6 +143,7 @@ pub fn vet<S: AsRef<str>>(imports: &[S], policy: &Policy) -> VettingReport {
     VettingReport {
         imports,
         signed_by: None,
+        size_bytes: None,
     }
 }
 

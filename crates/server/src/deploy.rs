@@ -235,6 +235,7 @@ pub(crate) async fn deploy_over(
             })
             .map_err(|err| err.for_function(function.config.name.as_str()))?;
             let mut report = vet(&compiled.imports(), &function.config.policy);
+            report.size_bytes = worker.store.artifact_size(digest)?;
             refusals.extend(vetting_refusals(&worker, &function.config, &report));
             match crate::artifacts_api::admission(
                 worker.store.as_ref(),

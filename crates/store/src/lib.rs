@@ -238,6 +238,8 @@ pub trait ControlStore: Send + Sync + 'static {
     fn read_artifact(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
     /// Whether an artifact is stored.
     fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
+    /// A stored artifact's size in bytes.
+    fn artifact_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
     /// In one transaction: creates a release for each function whose latest release differs,
     /// and makes each function serve its new or identical release.
     fn deploy(

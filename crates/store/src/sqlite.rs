@@ -253,6 +253,18 @@ impl ControlStore for SqliteStore {
             .map_err(db("looking up an artifact"))
     }
 
+    fn artifact_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT size FROM artifacts WHERE digest = ?1",
+                [digest.as_str()],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|size| size.map(|s| s as u64))
+            .map_err(db("looking up an artifact"))
+    }
+
     fn deploy(
         &self,
         environment: &str,

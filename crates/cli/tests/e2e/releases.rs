@@ -225,6 +225,7 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
     assert!(
         inspected.contains(&format!("verified, trusted key {team_id}"))
             && inspected.contains(&digest)
+            && inspected.contains("size ")
             && inspected.contains("wasi:http/types"),
         "{inspected}"
     );
