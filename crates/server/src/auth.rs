@@ -154,7 +154,20 @@ pub(crate) async fn require(
                     "denied",
                     error.message.clone(),
                 );
-                audit(&shared, record).await;
+                // Refusals of callers without a known token are recorded up to a rate, so a
+                // flood of guesses cannot grow the database without bound; the metric above
+                // counts every one, and refusals of known tokens are always recorded.
+                let anonymous = record.actor == "anonymous";
+                if !anonymous
+                    || shared
+                        .anonymous_refusals
+                        .try_acquire(std::time::Instant::now())
+                        .is_ok()
+                {
+                    audit(&shared, record).await;
+                } else {
+                    shared.metrics.audit_refusals_sampled.inc();
+                }
                 let mut response = error.into_response();
                 response.headers_mut().insert(
                     http::header::WWW_AUTHENTICATE,

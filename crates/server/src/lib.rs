@@ -62,6 +62,12 @@ use capabilities::PlatformCapabilities;
 use live::RouteTable;
 use metrics::Metrics;
 
+/// Refusals of callers without a known token written to the audit log, at most.
+const ANONYMOUS_REFUSALS_AUDITED: runway_access::Rate = runway_access::Rate {
+    count: 600,
+    per: Duration::from_secs(60),
+};
+
 /// How long a graceful shutdown waits for requests in flight before it gives up on them.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -182,6 +188,8 @@ pub(crate) struct Shared {
     pub(crate) access_lock: std::sync::Mutex<()>,
     /// Keys whose signatures deploys require, if any.
     pub(crate) trusted_keys: Option<runway_signing::TrustedKeys>,
+    /// How many refusals of callers without a known token are written to the audit log.
+    pub(crate) anonymous_refusals: runway_access::RateLimiter,
 }
 
 /// Request ids: a random per-node prefix and a counter, shaped like a UUID.
@@ -349,6 +357,7 @@ impl Node {
             job_ready: tokio::sync::Notify::new(),
             access_lock: std::sync::Mutex::new(()),
             trusted_keys,
+            anonymous_refusals: runway_access::RateLimiter::new(ANONYMOUS_REFUSALS_AUDITED),
         });
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();

@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     pub(crate) policy_audit_only: IntCounterVec,
     pub(crate) gateway_refused: IntCounterVec,
     pub(crate) admin_refused: IntCounterVec,
+    pub(crate) audit_refusals_sampled: IntCounter,
     pub(crate) expires_at: IntGaugeVec,
     pub(crate) expiring_soon: IntGaugeVec,
     pub(crate) retired: IntGaugeVec,
@@ -102,6 +103,12 @@ impl Metrics {
             "Invocation records persisted by the meter writer",
         )
         .expect("valid");
+        let audit_refusals_sampled = IntCounter::new(
+            "runway_audit_refusals_unrecorded_total",
+            "Admin API refusals of callers without a known token left out of the audit log \
+             beyond 600 a minute (runway_admin_refused_total counts them all)",
+        )
+        .expect("valid");
         let audit_dropped = IntCounter::new(
             "runway_audit_dropped_total",
             "Audit records dropped because a flood of denials outran the audit writer",
@@ -112,10 +119,12 @@ impl Metrics {
             Box::new(deploys.clone()),
             Box::new(records_written.clone()),
             Box::new(audit_dropped.clone()),
+            Box::new(audit_refusals_sampled.clone()),
         ] {
             r.register(metric).expect("unique metric name");
         }
         Metrics {
+            audit_refusals_sampled,
             running: Mutex::default(),
             gateway_refused: counter(
                 &r,

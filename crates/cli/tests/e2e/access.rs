@@ -728,3 +728,34 @@ fn a_node_whose_admin_tokens_all_expired_recovers_with_runway_admin_token() {
         "{audit:#}"
     );
 }
+
+#[test]
+fn a_flood_of_unauthenticated_calls_is_counted_in_full_but_recorded_only_up_to_a_rate() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let flood = 700;
+    for _ in 0..flood {
+        let response = node
+            .admin_request(Method::GET, "/v1/functions", None)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let recorded = control_audit(&node)
+        .iter()
+        .filter(|r| r["actor"] == "anonymous" && r["outcome"] == "denied")
+        .count() as f64;
+    let unrecorded = node
+        .metric("runway_audit_refusals_unrecorded_total")
+        .unwrap();
+    assert_eq!(
+        node.metric("runway_admin_refused_total{status=\"401\"}"),
+        Some(f64::from(flood))
+    );
+    assert!(unrecorded > 0.0, "the flood was not limited");
+    assert_eq!(
+        recorded + unrecorded,
+        f64::from(flood),
+        "every refusal is recorded or counted"
+    );
+}
