@@ -173,6 +173,18 @@ pub fn deploy_manifest(
         if signature_file.is_file() {
             let text = std::fs::read_to_string(&signature_file)
                 .with_context(|| format!("while reading {}", signature_file.display()))?;
+            let signature =
+                runway_signing::parse_signature(&text, &signature_file.display().to_string())?;
+            if signature.digest != digest {
+                bail!(
+                    "{} signs artifact {} but {} is now {}: it was rebuilt after signing; \
+                     sign it again with `runway sign` (nothing was deployed)",
+                    signature_file.display(),
+                    &signature.digest[..12.min(signature.digest.len())],
+                    function.component.display(),
+                    &digest[..12]
+                );
+            }
             let response = client.send(
                 client
                     .put(&format!("/v1/artifacts/{digest}/signature"))

@@ -32,8 +32,14 @@ pub enum KeysCommand {
 
 pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     let KeysCommand::Generate { name, force } = command;
-    let private = name.with_extension("key");
-    let public = name.with_extension("pub");
+    // Appended, not replacing an extension: `team.v2` gives `team.v2.key`.
+    let with = |suffix: &str| {
+        let mut path = name.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let private = with(".key");
+    let public = with(".pub");
     for path in [&private, &public] {
         if path.exists() && !force {
             bail!(
@@ -55,18 +61,26 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes a new file readable by its owner only, then moves it into place, so neither an
+/// existing file's looser mode nor a symlink at `path` decides who can read the key.
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("while creating {}", path.display()))?;
+        .open(&temporary)
+        .with_context(|| format!("while creating {}", temporary.display()))?;
     file.write_all(text.as_bytes())
-        .with_context(|| format!("while writing {}", path.display()))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("while writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("while moving the key into {}", path.display()))
 }
 
 #[derive(clap::Args)]

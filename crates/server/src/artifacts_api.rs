@@ -64,6 +64,21 @@ pub(crate) async fn put_signature(
             Verdict::Trusted(_)
         )
     });
+    // A signature claiming a trusted key must verify: otherwise it could replace that
+    // key's good signature and block every later deploy of the artifact.
+    if let Some(keys) = &shared.trusted_keys
+        && keys.knows(&signature.key_id)
+        && trusted != Some(true)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_signature",
+            format!(
+                "the signature claims trusted key {} but does not verify for artifact {}",
+                signature.key_id,
+                digest.short()
+            ),
+        ));
+    }
     let record = ArtifactSignature {
         digest: signature.digest.clone(),
         key_id: signature.key_id.clone(),
@@ -131,7 +146,17 @@ pub(crate) async fn revoke(
     };
     let newly = {
         let shared = shared.clone();
-        blocking(move || Ok(shared.store.revoke_artifact(&revoked)?)).await?
+        blocking(move || {
+            let digest = Digest::try_from(revoked.digest.clone()).expect("parsed above");
+            if !shared.store.has_artifact(&digest)? {
+                return Err(ApiError::not_found(
+                    "artifact_missing",
+                    format!("no artifact {digest} was ever uploaded here; check the digest (`runway releases NAME` shows it)"),
+                ));
+            }
+            Ok(shared.store.revoke_artifact(&revoked)?)
+        })
+        .await?
     };
     if !newly {
         return Err(ApiError {

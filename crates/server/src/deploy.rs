@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use runway_manifest::{FunctionConfig, InvocationAuth, check_functions};
 use runway_runtime::{ArtifactError, CompiledArtifact, LoadedFrom, Runtime};
-use runway_store::{ControlStore, DeployResult, Digest, NewRelease, Release};
+use runway_store::{ControlStore, DeployResult, Digest, NewRelease, Release, StoreError};
 use serde::{Deserialize, Serialize};
 
 use runway_policy::{PolicyMode, VettingReport, vet};
@@ -326,14 +326,23 @@ fn vetting_refusals(
         ));
     }
     if shared.strict_vetting {
-        for (import, needs) in report.not_granted() {
-            refusals.push(format!(
-                "function `{name}`: imports `{import}` but its policy grants nothing for it \
-                 (strict vetting is on); add {needs} to [function.policy], or remove the import"
-            ));
-        }
+        refusals.extend(strict_vetting_refusals(config, report));
     }
     refusals
+}
+
+/// Imports the policy does not grant, refused when strict vetting is on.
+fn strict_vetting_refusals(config: &FunctionConfig, report: &VettingReport) -> Vec<String> {
+    let name = &config.name;
+    report
+        .not_granted()
+        .map(|(import, needs)| {
+            format!(
+                "function `{name}`: imports `{import}` but its policy grants nothing for it \
+                 (strict vetting is on); add {needs} to [function.policy], or remove the import"
+            )
+        })
+        .collect()
 }
 
 /// Loads what an environment served before a restart, from the cache where possible.
@@ -344,6 +353,7 @@ pub(crate) fn restore(
     capabilities: &PlatformCapabilities,
     environment: &str,
     production: bool,
+    trusted: Option<&runway_signing::TrustedKeys>,
 ) -> Result<(RouteTable, RestoreSummary), crate::NodeError> {
     let mut summary = RestoreSummary::default();
     let mut functions = BTreeMap::new();
@@ -362,6 +372,17 @@ pub(crate) fn restore(
                 "policy_mode = \"audit\" is refused on a production node; redeploy it without policy_mode",
             ));
             continue;
+        }
+        // So is the signing rule: a node restarted with --trusted-keys (or without a key it
+        // trusted before) does not serve releases those keys do not sign.
+        let revoked_here = revoked.iter().any(|d| d == release.digest.as_str());
+        if trusted.is_some() && !revoked_here {
+            let admitted = crate::artifacts_api::admission(store, trusted, &release.digest)
+                .map_err(|err| StoreError::Corrupt(err.message))?;
+            if let Err(why) = admitted {
+                summary.failed.push(failed_release(&release, why.as_str()));
+                continue;
+            }
         }
         let digest = release.digest.clone();
         let loaded = ready(runtime, metrics, &digest, || {
@@ -506,6 +527,11 @@ pub(crate) async fn rollback(
     };
     if let Err(why) = admitted {
         problems.push(why);
+    }
+    if shared.strict_vetting
+        && let Some(report) = &target.vetting
+    {
+        problems.extend(strict_vetting_refusals(&target.config, report));
     }
     if shared.production && target.config.policy_mode == PolicyMode::Audit {
         problems.push(format!(

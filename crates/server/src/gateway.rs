@@ -121,7 +121,9 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
         }
     }
     if function.release.config.queue.is_some() && prefers_async(request.headers()) {
-        if let Err(refusal) = invocation::check_expiry(&function, crate::auth::now_ms()) {
+        if let Err(refusal) = invocation::check_revoked(&function)
+            .and_then(|()| invocation::check_expiry(&function, crate::auth::now_ms()))
+        {
             return refused(shared, &function, refusal);
         }
         return crate::jobs::enqueue_request(shared, &function, request).await;

@@ -217,8 +217,8 @@ impl Drop for Slot {
     }
 }
 
-/// Takes a slot: refused with 429 beyond `max_concurrency`, or 410 after expiry.
-pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+/// 503 once the function's artifact has been revoked.
+pub(crate) fn check_revoked(function: &LiveFunction) -> Result<(), Refusal> {
     if function.revoked.load(Ordering::Acquire) {
         return Err(Refusal {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -231,6 +231,13 @@ pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, R
             retry_after: None,
         });
     }
+    Ok(())
+}
+
+/// Takes a slot: refused with 503 for a revoked artifact, 410 after expiry, and 429 beyond
+/// `max_concurrency`.
+pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+    check_revoked(function)?;
     check_expiry(function, now_ms)?;
     // The counter is shared by every release of the function, so a deploy does not reset it.
     let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;

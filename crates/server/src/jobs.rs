@@ -101,6 +101,13 @@ pub(crate) async fn enqueue(
             ),
         ));
     }
+    if let Err(refusal) = crate::invocation::check_revoked(&live) {
+        return Err(ApiError {
+            status: refusal.status,
+            code: "artifact_revoked",
+            message: refusal.message.trim_end().to_owned(),
+        });
+    }
     if let Err(refusal) = crate::invocation::check_expiry(&live, now_ms()) {
         return Err(ApiError {
             status: refusal.status,
@@ -568,7 +575,14 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
             state: JobState::Dead,
             attempts: job.attempts,
             next_run_at_ms: now,
-            last_error: Some(format!("{error} (a 4xx answer is not retried)")),
+            last_error: Some(format!(
+                "{error} ({})",
+                if status.is_client_error() {
+                    "a 4xx answer is not retried"
+                } else {
+                    "its artifact was revoked"
+                }
+            )),
             result: Some(result),
         };
     }

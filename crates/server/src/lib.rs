@@ -310,6 +310,7 @@ impl Node {
                 config.environment.clone(),
                 capabilities.clone(),
             );
+            let trusted = trusted_keys.clone();
             tokio::task::spawn_blocking(move || {
                 deploy::restore(
                     store.as_ref(),
@@ -318,6 +319,7 @@ impl Node {
                     &capabilities,
                     &env,
                     production,
+                    trusted.as_ref(),
                 )
             })
             .await

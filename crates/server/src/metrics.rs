@@ -130,7 +130,7 @@ impl Metrics {
                 &r,
                 "runway_gateway_refused_total",
                 "Requests refused before the function ran, by reason (unauthenticated, forbidden, \
-                 rate_limited, concurrency_limit, expired)",
+                 rate_limited, concurrency_limit, expired, revoked)",
                 &["function", "environment", "reason"],
             ),
             admin_refused: counter(

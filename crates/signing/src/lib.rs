@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::Path;
 
 use base64::Engine as _;
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -110,6 +110,11 @@ impl PublicKey {
             .try_into()
             .map_err(|_| malformed("the key is not 32 bytes"))?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| malformed("not an Ed25519 key"))?;
+        if key.is_weak() {
+            return Err(malformed(
+                "a weak (small-order) key, which anyone could sign for",
+            ));
+        }
         if key_id(&key) != id {
             return Err(malformed("the key id does not match the key"));
         }
@@ -244,10 +249,16 @@ impl TrustedKeys {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            keys.push(PublicKey::parse(
-                line,
-                &format!("{} line {}", path.display(), number + 1),
-            )?);
+            let what = format!("{} line {}", path.display(), number + 1);
+            let key = PublicKey::parse(line, &what)?;
+            if keys.iter().any(|k: &PublicKey| k.id == key.id) {
+                return Err(SigningError::Malformed {
+                    what,
+                    expected: "trusted-keys file",
+                    why: format!("key {} is listed twice", key.id),
+                });
+            }
+            keys.push(key);
         }
         if keys.is_empty() {
             return Err(SigningError::Malformed {
@@ -267,6 +278,11 @@ impl TrustedKeys {
     /// The trusted key ids.
     pub fn ids(&self) -> Vec<&str> {
         self.keys.iter().map(PublicKey::id).collect()
+    }
+
+    /// Whether `signature` is by a key in this set (valid or not).
+    pub fn knows(&self, key_id: &str) -> bool {
+        self.keys.iter().any(|k| k.id == key_id)
     }
 
     /// Whether any of `signatures` is a valid signature of `digest` by a trusted key.
@@ -295,7 +311,7 @@ impl TrustedKeys {
                 .ok()
                 .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
                 .map(|bytes| ed25519_dalek::Signature::from_bytes(&bytes))
-                .is_some_and(|sig| key.key.verify(&message(digest), &sig).is_ok());
+                .is_some_and(|sig| key.key.verify_strict(&message(digest), &sig).is_ok());
             if valid {
                 return Verdict::Trusted(key.id.clone());
             }

@@ -165,6 +165,24 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the private key is readable by others");
+    // --force over a file others could read still leaves a key only its owner reads.
+    let spare = keys.join("spare");
+    std::fs::write(spare.with_extension("key"), "old").unwrap();
+    std::fs::set_permissions(
+        spare.with_extension("key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    runway(
+        &["keys", "generate", spare.to_str().unwrap(), "--force"],
+        "http://unused",
+    )
+    .ok();
+    let mode = std::fs::metadata(spare.with_extension("key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 
     let data = dir.path().join("data");
     let trusted = team.with_extension("pub");
@@ -212,8 +230,35 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
         node.get("/hello").status() == 404,
         "a refused deploy changed nothing"
     );
+    // A signature that claims the trusted key but does not verify is refused at upload, so
+    // it cannot replace a good one.
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(app.join("hello.wasm.sig")).unwrap())
+            .unwrap();
+    let team_line = std::fs::read_to_string(team.with_extension("pub")).unwrap();
+    forged["key_id"] = team_line.split_whitespace().nth(1).unwrap().into();
+    let digest_now = forged["digest"].as_str().unwrap().to_owned();
+    let upload = node
+        .admin_request(
+            reqwest::Method::PUT,
+            &format!("/v1/artifacts/{digest_now}/signature"),
+            Some(ADMIN_TOKEN),
+        )
+        .body(forged.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(upload.status(), 400);
     let signed = sign(&team);
     assert!(signed.contains("hello.wasm.sig"), "{signed}");
+    // A signature left over from an earlier build is caught before anything is sent.
+    let stale = std::fs::read_to_string(app.join("hello.wasm.sig")).unwrap();
+    std::fs::write(
+        app.join("hello.wasm.sig"),
+        stale.replace(&digest_now, &"0".repeat(64)),
+    )
+    .unwrap();
+    assert!(deploy().failed().contains("rebuilt after signing"));
+    std::fs::write(app.join("hello.wasm.sig"), stale).unwrap();
     deploy().ok();
     assert_eq!(node.get("/hello").status(), 200);
     let releases = node.cli(&["releases", "hello", "--json"]).json();
@@ -257,6 +302,12 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
         "{}",
         twice.stderr
     );
+    let typo = node.cli(&["revoke", &"ab".repeat(32)]);
+    assert!(
+        typo.failed().contains("404 artifact_missing"),
+        "{}",
+        typo.stderr
+    );
     assert!(node.cli(&["revoke", "--list"]).ok().contains(&digest));
     let audit = node.cli(&["audit", "--kind", "control", "--json"]).json();
     assert!(audit.as_array().unwrap().iter().any(|r| {
@@ -281,4 +332,28 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
         stderr.contains("--trusted-keys") && stderr.contains("bad.pub line 1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_node_restarted_with_trusted_keys_does_not_serve_unsigned_releases() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let node = TestNode::start(&data, &[]);
+    node.deploy_example("hello");
+    assert_eq!(node.get("/hello").status(), 200);
+    let (status, _) = node.terminate();
+    assert!(status.success());
+    let team = dir.path().join("team");
+    runway(
+        &["keys", "generate", team.to_str().unwrap()],
+        "http://unused",
+    )
+    .ok();
+    let trusted = team.with_extension("pub");
+    let node = TestNode::start(&data, &["--trusted-keys", trusted.to_str().unwrap()]);
+    node.eventually("the node says why it does not serve hello", || {
+        node.output().contains("cannot serve hello (release 1)")
+            && node.output().contains("it is not signed")
+    });
+    assert_eq!(node.get("/hello").status(), 404);
 }
