@@ -247,7 +247,11 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
                 f.name.clone(),
                 f.memory.to_string(),
                 f.timeout.to_string(),
-                f.release.to_string(),
+                if f.revoked {
+                    format!("{} (revoked)", f.release)
+                } else {
+                    f.release.to_string()
+                },
                 triggers(f),
                 f.invocations.to_string(),
                 table::usd(f.cost),
@@ -506,7 +510,12 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|r| {
             vec![
-                format!("{}{}", r.number, if r.current { " *" } else { "" }),
+                format!(
+                    "{}{}{}",
+                    r.number,
+                    if r.current { " *" } else { "" },
+                    if r.revoked { " (revoked)" } else { "" }
+                ),
                 r.digest.short().to_owned(),
                 r.memory.to_string(),
                 r.timeout.to_string(),

@@ -78,7 +78,15 @@ fn inspect_release(args: &InspectArgs, name: &str) -> anyhow::Result<ExitCode> {
         release.number,
         if release.current { " (serving)" } else { "" }
     );
-    println!("artifact   sha256:{}", release.digest);
+    println!(
+        "artifact   sha256:{}{}",
+        release.digest,
+        if release.revoked {
+            " (REVOKED: it can never serve again)"
+        } else {
+            ""
+        }
+    );
     println!("created    {}", time(release.created_at_ms));
     println!("memory     {}, timeout {}", release.memory, release.timeout);
     println!("policy     {}", release.policy_mode.as_str());

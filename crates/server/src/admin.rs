@@ -70,6 +70,9 @@ pub struct FunctionInfo {
     /// Invocations allowed at once.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Its artifact was revoked: it answers 503.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// A release as `runway releases` shows it.
@@ -95,6 +98,9 @@ pub struct ReleaseInfo {
     pub policy_mode: PolicyMode,
     /// The deploy-time vetting report (releases made before vetting existed have none).
     pub vetting: Option<VettingReport>,
+    /// Its artifact was revoked (`runway revoke`): it can never serve again.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// A request sent through `runway invoke`.
@@ -401,6 +407,7 @@ fn info(live: &LiveFunction, usage: Option<&Usage>) -> FunctionInfo {
         retired: live
             .expires_at_ms
             .is_some_and(|at| at <= crate::auth::now_ms()),
+        revoked: live.revoked.load(std::sync::atomic::Ordering::Acquire),
         schedules: release
             .config
             .schedules
@@ -459,9 +466,15 @@ async fn list_releases(
         .get(&name)
         .map(|live| live.release.number);
     let lookup = name.clone();
-    let releases = {
+    let (releases, revoked) = {
         let shared = shared.clone();
-        blocking(move || Ok(shared.store.releases(&shared.environment, &lookup)?)).await?
+        blocking(move || {
+            Ok((
+                shared.store.releases(&shared.environment, &lookup)?,
+                shared.store.revoked_artifacts()?,
+            ))
+        })
+        .await?
     };
     if releases.is_empty() {
         return Err(ApiError::not_found(
@@ -473,6 +486,7 @@ async fn list_releases(
         releases
             .into_iter()
             .map(|r| ReleaseInfo {
+                revoked: revoked.iter().any(|x| x.digest == r.digest.as_str()),
                 number: r.number,
                 routes: routes_of(&r.config),
                 digest: r.digest,

@@ -289,6 +289,8 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
     assert!(out.contains("stopped at once (503): hello"), "{out}");
     let stopped = node.get("/hello");
     assert_eq!(stopped.status(), 503);
+    assert!(node.cli(&["ls"]).ok().contains("1 (revoked)"));
+    assert!(node.cli(&["inspect", "hello"]).ok().contains("REVOKED"));
     assert!(stopped.text().unwrap().contains("was revoked"));
     let redeploy = deploy();
     assert!(
