@@ -261,3 +261,34 @@ pub struct RevokedArtifact {
     /// Why.
     pub reason: String,
 }
+
+/// What an environment demands of every release deployed to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentRules {
+    /// Public keys (the text of a trusted-keys file) one of which must sign every artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_keys: Option<String>,
+    /// Refuse components that import a capability their policy does not grant.
+    #[serde(default)]
+    pub strict_vetting: bool,
+    /// Refuse functions in policy audit mode.
+    #[serde(default)]
+    pub production: bool,
+}
+
+/// An environment: its own functions, data, key-value store, secrets, API keys and tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    /// Its name, also the host name it is reached by (`NAME.localhost`).
+    pub name: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it is removed with everything in it; `None` keeps it until `env rm`.
+    pub expires_at_ms: Option<i64>,
+    /// Who created it (a token id, or `system`).
+    pub created_by: String,
+    /// The environment it was created from, if any.
+    pub source: Option<String>,
+    /// Its signing and vetting rules.
+    pub rules: EnvironmentRules,
+}

@@ -8,6 +8,7 @@
 mod control;
 mod sqlite;
 mod sqlite_control;
+mod sqlite_env;
 
 use std::fmt;
 
@@ -18,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use control::{
-    ApiKeyRecord, ArtifactSignature, ControlAuditRecord, Job, JobRequest, JobResult, JobSource,
-    JobState, JobUpdate, RevokedArtifact, TokenRecord,
+    ApiKeyRecord, ArtifactSignature, ControlAuditRecord, EnvironmentRecord, EnvironmentRules, Job,
+    JobRequest, JobResult, JobSource, JobState, JobUpdate, RevokedArtifact, TokenRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -135,6 +136,12 @@ pub struct Release {
     /// The deploy-time vetting report: the component's imports against its policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vetting: Option<VettingReport>,
+    /// Who made it: a token id, `anonymous` with authentication off, or `system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_by: Option<String>,
+    /// Where it came from when not a plain deploy (`promoted from staging release 3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// A release to create unless the function's latest release is identical.
@@ -146,6 +153,10 @@ pub struct NewRelease {
     pub config: FunctionConfig,
     /// Its vetting report.
     pub vetting: Option<VettingReport>,
+    /// Who deploys it.
+    pub deployed_by: Option<String>,
+    /// Where it comes from when not a plain deploy.
+    pub origin: Option<String>,
 }
 
 /// One audited attempt beyond a function's policy.
@@ -376,6 +387,26 @@ pub trait ControlStore: Send + Sync + 'static {
     fn revoke_artifact(&self, revoked: &RevokedArtifact) -> Result<bool, StoreError>;
     /// Every revoked artifact.
     fn revoked_artifacts(&self) -> Result<Vec<RevokedArtifact>, StoreError>;
+    /// Creates an environment (copying its source's current releases, and `secrets`, already
+    /// sealed for it); `None` if the name is taken. Returns how many functions were copied.
+    fn create_environment(
+        &self,
+        env: &EnvironmentRecord,
+        secrets: &[(String, StoredSecret)],
+    ) -> Result<Option<usize>, StoreError>;
+    /// Registers `env` unless an environment of its name exists; returns the stored record.
+    fn ensure_environment(&self, env: &EnvironmentRecord) -> Result<EnvironmentRecord, StoreError>;
+    /// Every environment, by name.
+    fn environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError>;
+    /// Replaces an environment's rules; false if it does not exist.
+    fn set_environment_rules(
+        &self,
+        name: &str,
+        rules: &EnvironmentRules,
+    ) -> Result<bool, StoreError>;
+    /// Removes an environment with its functions, releases, secrets, API keys, jobs and logs,
+    /// and revokes its scoped tokens; false if it did not exist.
+    fn remove_environment(&self, name: &str, now_ms: i64) -> Result<bool, StoreError>;
 }
 
 /// A hash of a configuration that identifies it across deploys.

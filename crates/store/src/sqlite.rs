@@ -10,8 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::sqlite_control as control;
 use crate::{
     ApiKeyRecord, ArtifactSignature, AuditRecord, ControlAuditRecord, ControlStore, DeployResult,
-    Digest, Job, JobState, JobUpdate, LogEntry, NewRelease, Release, RevokedArtifact, SecretInfo,
-    StoreError, StoredSecret, TokenRecord, Usage, config_hash,
+    Digest, EnvironmentRecord, EnvironmentRules, Job, JobState, JobUpdate, LogEntry, NewRelease,
+    Release, RevokedArtifact, SecretInfo, StoreError, StoredSecret, TokenRecord, Usage,
+    config_hash,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -93,6 +94,7 @@ CREATE TABLE secrets (
 "#,
     crate::sqlite_control::MIGRATION,
     crate::sqlite_control::MIGRATION_4,
+    crate::sqlite_env::MIGRATION_5,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -170,7 +172,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(db("migrating"))
 }
 
-type ReleaseRow = (String, u32, String, String, i64, Option<String>);
+type ReleaseRow = (
+    String,
+    u32,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn release_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
     Ok((
@@ -180,11 +191,13 @@ fn release_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
     ))
 }
 
 fn to_release(
-    (environment, number, digest, config, created_at_ms, vetting): ReleaseRow,
+    (environment, number, digest, config, created_at_ms, vetting, deployed_by, origin): ReleaseRow,
 ) -> Result<Release, StoreError> {
     let vetting = vetting
         .map(|json| serde_json::from_str(&json))
@@ -198,11 +211,13 @@ fn to_release(
         config: serde_json::from_str(&config)
             .map_err(|e| StoreError::Corrupt(format!("release configuration: {e}")))?,
         created_at_ms,
+        deployed_by,
+        origin,
     })
 }
 
 const RELEASE_COLUMNS: &str =
-    "r.environment, r.number, r.digest, r.config, r.created_ms, r.vetting";
+    "r.environment, r.number, r.digest, r.config, r.created_ms, r.vetting, r.deployed_by, r.origin";
 
 impl ControlStore for SqliteStore {
     fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
@@ -300,9 +315,9 @@ impl ControlStore for SqliteStore {
                         .as_ref()
                         .map(|v| serde_json::to_string(v).expect("reports serialise"));
                     tx.execute(
-                        "INSERT INTO releases (environment, function, number, digest, config, config_hash, created_ms, vetting)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![environment, name, number, new.digest.as_str(), config, hash, now, vetting],
+                        "INSERT INTO releases (environment, function, number, digest, config, config_hash, created_ms, vetting, deployed_by, origin)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        params![environment, name, number, new.digest.as_str(), config, hash, now, vetting, new.deployed_by, new.origin],
                     )
                     .map_err(db("creating a release"))?;
                     (number, true)
@@ -683,6 +698,59 @@ impl ControlStore for SqliteStore {
     fn revoked_artifacts(&self) -> Result<Vec<RevokedArtifact>, StoreError> {
         control::revoked_artifacts(&self.conn())
     }
+
+    fn create_environment(
+        &self,
+        env: &EnvironmentRecord,
+        secrets: &[(String, StoredSecret)],
+    ) -> Result<Option<usize>, StoreError> {
+        crate::sqlite_env::create_environment(&mut self.conn(), env, secrets)
+    }
+
+    fn ensure_environment(&self, env: &EnvironmentRecord) -> Result<EnvironmentRecord, StoreError> {
+        let conn = self.conn();
+        if let Some(found) = crate::sqlite_env::environment(&conn, &env.name)? {
+            return Ok(found);
+        }
+        drop(conn);
+        // Registering the home environment keeps what it already holds: no source, no copy.
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(db("registering an environment"))?;
+        tx.execute(
+            "INSERT INTO environments (name, created_ms, expires_ms, created_by, source, rules)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5) ON CONFLICT (name) DO NOTHING",
+            params![
+                env.name,
+                env.created_at_ms,
+                env.expires_at_ms,
+                env.created_by,
+                serde_json::to_string(&env.rules).expect("rules serialise")
+            ],
+        )
+        .map_err(db("registering an environment"))?;
+        let found = crate::sqlite_env::environment(&tx, &env.name)?
+            .ok_or_else(|| StoreError::Corrupt(format!("environment {} vanished", env.name)))?;
+        tx.commit().map_err(db("registering an environment"))?;
+        Ok(found)
+    }
+
+    fn environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
+        crate::sqlite_env::environments(&self.conn())
+    }
+
+    fn set_environment_rules(
+        &self,
+        name: &str,
+        rules: &EnvironmentRules,
+    ) -> Result<bool, StoreError> {
+        crate::sqlite_env::set_rules(&self.conn(), name, rules)
+    }
+
+    fn remove_environment(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+        crate::sqlite_env::remove_environment(&mut self.conn(), name, now_ms)
+    }
 }
 
 /// The meter writer's connection.
@@ -773,6 +841,8 @@ mod tests {
             digest: digest.clone(),
             config: config("a", mem),
             vetting: None,
+            deployed_by: None,
+            origin: None,
         };
         let first = store.deploy("prod", &[new(128)]).unwrap();
         assert!(first[0].created);
@@ -793,6 +863,8 @@ mod tests {
             digest: Digest::of(b"nothing"),
             config: config("a", 128),
             vetting: None,
+            deployed_by: None,
+            origin: None,
         };
         assert!(store.deploy("prod", &[missing]).is_err());
         assert!(store.current_releases("prod").unwrap().is_empty());
@@ -853,6 +925,8 @@ mod tests {
                         digest: digest.clone(),
                         config: config("a", 128),
                         vetting: None,
+                        deployed_by: None,
+                        origin: None,
                     }],
                 )
                 .unwrap();

@@ -1,0 +1,345 @@
+//! The SQLite side of environments: the registry, creating one from another (releases
+//! shared by digest, secrets only when given), and removing one with everything in it.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::control::{EnvironmentRecord, EnvironmentRules};
+use crate::{StoreError, StoredSecret};
+
+/// Migration 5: the environment registry, and who made each release and from where.
+pub(crate) const MIGRATION_5: &str = r#"
+CREATE TABLE environments (
+    name          TEXT PRIMARY KEY,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER,
+    created_by    TEXT NOT NULL,
+    source        TEXT,
+    rules         TEXT NOT NULL
+);
+ALTER TABLE releases ADD COLUMN deployed_by TEXT;
+ALTER TABLE releases ADD COLUMN origin TEXT;
+"#;
+
+fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Database { action, source }
+}
+
+/// Tables whose rows belong to one environment and leave with it. Invocation records, the
+/// policy audit and the control-plane audit stay: they are the bill and the trail.
+const OWNED_TABLES: [&str; 7] = [
+    "functions",
+    "releases",
+    "secrets",
+    "api_keys",
+    "jobs",
+    "schedule_ticks",
+    "logs",
+];
+
+/// Inserts `env` and, when it has a source, copies the source's current releases (same
+/// numbers, digests, configurations and vetting reports) and `secrets`, in one transaction.
+/// Returns `None` if an environment of that name exists.
+pub(crate) fn create_environment(
+    conn: &mut Connection,
+    env: &EnvironmentRecord,
+    secrets: &[(String, StoredSecret)],
+) -> Result<Option<usize>, StoreError> {
+    let tx = conn
+        .transaction()
+        .map_err(db("starting to create an environment"))?;
+    let rules = serde_json::to_string(&env.rules).expect("rules serialise");
+    let inserted = tx
+        .execute(
+            "INSERT INTO environments (name, created_ms, expires_ms, created_by, source, rules)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+            params![
+                env.name,
+                env.created_at_ms,
+                env.expires_at_ms,
+                env.created_by,
+                env.source,
+                rules
+            ],
+        )
+        .map_err(db("creating an environment"))?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    // Rows a removed environment of the same name left behind must not come back to life.
+    for table in OWNED_TABLES {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE environment = ?1"),
+            [&env.name],
+        )
+        .map_err(db("clearing a new environment"))?;
+    }
+    let mut copied = 0;
+    if let Some(source) = &env.source {
+        let origin = format!("copied from {source}");
+        tx.execute(
+            "INSERT INTO releases (environment, function, number, digest, config, config_hash, created_ms, vetting, deployed_by, origin)
+             SELECT ?1, r.function, r.number, r.digest, r.config, r.config_hash, ?3, r.vetting, ?4, ?5 || ' release ' || r.number
+             FROM functions f JOIN releases r
+               ON r.environment = f.environment AND r.function = f.name AND r.number = f.release
+             WHERE f.environment = ?2",
+            params![env.name, source, env.created_at_ms, env.created_by, origin],
+        )
+        .map_err(db("copying releases"))?;
+        copied = tx
+            .execute(
+                "INSERT INTO functions (environment, name, release, updated_ms, retired_ms)
+                 SELECT ?1, name, release, ?3, retired_ms FROM functions WHERE environment = ?2",
+                params![env.name, source, env.created_at_ms],
+            )
+            .map_err(db("copying functions"))?;
+    }
+    for (name, secret) in secrets {
+        tx.execute(
+            "INSERT INTO secrets (environment, name, nonce, ciphertext, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![env.name, name, secret.nonce, secret.ciphertext, env.created_at_ms],
+        )
+        .map_err(db("copying secrets"))?;
+    }
+    tx.commit().map_err(db("committing a new environment"))?;
+    Ok(Some(copied))
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EnvironmentRecord> {
+    let rules: String = row.get(5)?;
+    let rules: EnvironmentRules = serde_json::from_str(&rules).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(err))
+    })?;
+    Ok(EnvironmentRecord {
+        name: row.get(0)?,
+        created_at_ms: row.get(1)?,
+        expires_at_ms: row.get(2)?,
+        created_by: row.get(3)?,
+        source: row.get(4)?,
+        rules,
+    })
+}
+
+const ENV_COLUMNS: &str = "name, created_ms, expires_ms, created_by, source, rules";
+
+pub(crate) fn environments(conn: &Connection) -> Result<Vec<EnvironmentRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {ENV_COLUMNS} FROM environments ORDER BY name"
+        ))
+        .map_err(db("listing environments"))?;
+    stmt.query_map([], record_from_row)
+        .and_then(Iterator::collect)
+        .map_err(db("listing environments"))
+}
+
+pub(crate) fn environment(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<EnvironmentRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {ENV_COLUMNS} FROM environments WHERE name = ?1"),
+        [name],
+        record_from_row,
+    )
+    .optional()
+    .map_err(db("reading an environment"))
+}
+
+/// Sets the rules of an environment (the node's home environment takes its rules from the
+/// node's flags at every start).
+pub(crate) fn set_rules(
+    conn: &Connection,
+    name: &str,
+    rules: &EnvironmentRules,
+) -> Result<bool, StoreError> {
+    let rules = serde_json::to_string(rules).expect("rules serialise");
+    conn.execute(
+        "UPDATE environments SET rules = ?2 WHERE name = ?1",
+        params![name, rules],
+    )
+    .map(|n| n > 0)
+    .map_err(db("setting an environment's rules"))
+}
+
+/// Removes an environment and every row it owns, and revokes the tokens scoped to it, in
+/// one transaction. Returns whether it existed.
+pub(crate) fn remove_environment(
+    conn: &mut Connection,
+    name: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let tx = conn
+        .transaction()
+        .map_err(db("starting to remove an environment"))?;
+    let removed = tx
+        .execute("DELETE FROM environments WHERE name = ?1", [name])
+        .map_err(db("removing an environment"))?;
+    if removed == 0 {
+        return Ok(false);
+    }
+    for table in OWNED_TABLES {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE environment = ?1"),
+            [name],
+        )
+        .map_err(db("removing an environment's rows"))?;
+    }
+    tx.execute(
+        "UPDATE tokens SET revoked_ms = ?2 WHERE environment = ?1 AND revoked_ms IS NULL",
+        params![name, now_ms],
+    )
+    .map_err(db("revoking an environment's tokens"))?;
+    tx.commit()
+        .map_err(db("committing an environment's removal"))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_manifest::{ByteSize, FunctionConfig, FunctionName};
+
+    use crate::{
+        ControlStore, Digest, EnvironmentRecord, NewRelease, SqliteStore, StoredSecret, TokenRecord,
+    };
+
+    fn env(name: &str, source: Option<&str>) -> EnvironmentRecord {
+        EnvironmentRecord {
+            name: name.into(),
+            created_at_ms: 1_000,
+            expires_at_ms: None,
+            created_by: "t-test".into(),
+            source: source.map(str::to_owned),
+            rules: Default::default(),
+        }
+    }
+
+    fn deploy(store: &SqliteStore, environment: &str, name: &str, memory_mib: u64) {
+        let digest = Digest::of(name.as_bytes());
+        store.put_artifact(&digest, name.as_bytes()).unwrap();
+        let config = FunctionConfig {
+            memory: ByteSize::mib(memory_mib),
+            ..FunctionConfig::new(FunctionName::try_from(name).unwrap())
+        };
+        store
+            .deploy(
+                environment,
+                &[NewRelease {
+                    digest,
+                    config,
+                    vetting: None,
+                    deployed_by: Some("t-dev".into()),
+                    origin: None,
+                }],
+            )
+            .unwrap();
+    }
+
+    fn secret() -> StoredSecret {
+        StoredSecret {
+            nonce: vec![1; 12],
+            ciphertext: vec![2; 20],
+        }
+    }
+
+    #[test]
+    fn a_copy_serves_the_same_releases_and_only_the_secrets_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.ensure_environment(&env("prod", None)).unwrap();
+        deploy(&store, "prod", "a", 128);
+        deploy(&store, "prod", "a", 256);
+        deploy(&store, "prod", "b", 128);
+        store.put_secret("prod", "KEY", &secret()).unwrap();
+        let copied = store
+            .create_environment(&env("dev", Some("prod")), &[])
+            .unwrap();
+        assert_eq!(copied, Some(2));
+        let prod = store.current_releases("prod").unwrap();
+        let dev = store.current_releases("dev").unwrap();
+        assert_eq!(dev.len(), 2);
+        for (p, d) in prod.iter().zip(&dev) {
+            assert_eq!(
+                (p.number, &p.digest, &p.config),
+                (d.number, &d.digest, &d.config)
+            );
+            assert_eq!(d.environment, "dev");
+            assert_eq!(
+                d.origin.as_deref(),
+                Some(&*format!("copied from prod release {}", p.number))
+            );
+        }
+        // Only the current release is copied, and the next deploy numbers after it.
+        assert_eq!(store.releases("dev", "a").unwrap().len(), 1);
+        deploy(&store, "dev", "a", 512);
+        assert_eq!(store.current_releases("dev").unwrap()[0].number, 3);
+        assert_eq!(store.current_releases("prod").unwrap()[0].number, 2);
+        assert!(store.secrets("dev").unwrap().is_empty());
+        let with = store
+            .create_environment(&env("qa", Some("prod")), &[("KEY".into(), secret())])
+            .unwrap();
+        assert_eq!(with, Some(2));
+        assert_eq!(store.secrets("qa").unwrap().len(), 1);
+        assert_eq!(
+            store.create_environment(&env("dev", None), &[]).unwrap(),
+            None,
+            "a taken name is refused"
+        );
+    }
+
+    #[test]
+    fn removal_takes_everything_and_a_new_environment_of_the_same_name_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.ensure_environment(&env("prod", None)).unwrap();
+        deploy(&store, "prod", "a", 128);
+        store
+            .create_environment(&env("dev", Some("prod")), &[])
+            .unwrap();
+        store.put_secret("dev", "KEY", &secret()).unwrap();
+        store
+            .create_token(&TokenRecord {
+                id: "t-dev".into(),
+                hash: "h".into(),
+                role: runway_access::Role::Deployer,
+                environment: Some("dev".into()),
+                label: "dev".into(),
+                created_at_ms: 1,
+                expires_at_ms: None,
+                revoked_at_ms: None,
+                created_by: "t-test".into(),
+            })
+            .unwrap();
+        assert!(store.remove_environment("dev", 5_000).unwrap());
+        assert!(!store.remove_environment("dev", 5_000).unwrap());
+        assert!(store.current_releases("dev").unwrap().is_empty());
+        assert!(store.secrets("dev").unwrap().is_empty());
+        let token = store.token_by_hash("h").unwrap().unwrap();
+        assert_eq!(token.revoked_at_ms, Some(5_000));
+        assert_eq!(
+            store.current_releases("prod").unwrap().len(),
+            1,
+            "the source is untouched"
+        );
+        store.create_environment(&env("dev", None), &[]).unwrap();
+        assert!(store.current_releases("dev").unwrap().is_empty());
+        let names: Vec<String> = store
+            .environments()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["dev", "prod"]);
+    }
+
+    #[test]
+    fn registering_the_home_environment_keeps_its_functions_and_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        deploy(&store, "prod", "a", 128);
+        let first = store.ensure_environment(&env("prod", None)).unwrap();
+        let mut later = env("prod", None);
+        later.created_at_ms = 9_000;
+        assert_eq!(store.ensure_environment(&later).unwrap(), first);
+        assert_eq!(store.current_releases("prod").unwrap().len(), 1);
+    }
+}
