@@ -87,6 +87,22 @@ impl KvStore {
         })
     }
 
+    /// A copy of every key and value, for the environment whose data lives in `dir`.
+    pub fn copy_to(&self, dir: &Path) -> Result<KvStore, OpenError> {
+        let path = dir.join("kv.db");
+        let fail = |message: String| OpenError {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        self.conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .execute("VACUUM INTO ?1", [path.to_string_lossy()])
+            .map_err(|e| fail(e.to_string()))?;
+        KvStore::open(dir)
+    }
+
     /// Access for one release of one function, checked by `guard`.
     pub fn for_function(&self, guard: Guard) -> FunctionKv {
         FunctionKv {
@@ -321,6 +337,21 @@ mod tests {
             PolicyMode::Enforce,
             sink,
         ))
+    }
+
+    #[test]
+    fn a_copy_has_every_key_and_then_lives_its_own_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(&dir.path().join("prod")).unwrap();
+        let sink = Arc::new(MemoryAudit::default());
+        let all = r#"kv = ["read:*", "write:*"]"#;
+        function(&store, all, sink.clone()).set("a", b"1").unwrap();
+        let copy = store.copy_to(&dir.path().join("dev")).unwrap();
+        let copied = function(&copy, all, sink.clone());
+        assert_eq!(copied.get("a").unwrap().as_deref(), Some(&b"1"[..]));
+        copied.set("a", b"2").unwrap();
+        let source = function(&store, all, sink);
+        assert_eq!(source.get("a").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]

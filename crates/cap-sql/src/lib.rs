@@ -116,6 +116,42 @@ impl SqlDatabase {
         Ok(db)
     }
 
+    /// A copy of this database for the environment whose data lives in `dir`: its schema
+    /// (tables, indexes, views, triggers) and, with `with_data`, its rows too.
+    pub fn copy_to(&self, dir: &Path, with_data: bool) -> Result<SqlDatabase, DatabaseError> {
+        if !self.path.exists() {
+            return SqlDatabase::open(dir);
+        }
+        let source = self.operator_connection()?;
+        if with_data {
+            std::fs::create_dir_all(dir).map_err(|source| DatabaseError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let target = dir.join("sql.db");
+            source
+                .execute("VACUUM INTO ?1", [target.to_string_lossy()])
+                .map_err(|err| self.error(err))?;
+            return SqlDatabase::open(dir);
+        }
+        // Shadow tables belong to a virtual table and come back when it is created.
+        let mut stmt = source
+            .prepare(
+                "SELECT sql FROM sqlite_schema
+                 WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
+                   AND name NOT IN (SELECT name FROM pragma_table_list WHERE type = 'shadow')
+                 ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 WHEN 'view' THEN 2 ELSE 3 END, rowid",
+            )
+            .map_err(|err| self.error(err))?;
+        let statements: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .and_then(Iterator::collect)
+            .map_err(|err| self.error(err))?;
+        let copy = SqlDatabase::open(dir)?;
+        copy.apply(&statements.join(";\n"))?;
+        Ok(copy)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

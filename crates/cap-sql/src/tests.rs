@@ -500,3 +500,40 @@ fn instr_and_replace_behave_as_sqlite_in_linear_time() {
         .unwrap();
     assert_eq!(rows.rows[0][0], Value::Integer(0));
 }
+
+#[test]
+fn a_schema_copy_has_every_table_index_view_and_trigger_and_no_rows() {
+    let fixture = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = fixture.db.copy_to(&dir.path().join("dev"), false).unwrap();
+    let schema = |db: &SqlDatabase| {
+        db.operator_query("SELECT type, name FROM sqlite_schema ORDER BY type, name")
+            .unwrap()
+            .rows
+    };
+    assert_eq!(schema(&copy), schema(&fixture.db));
+    let rows = copy
+        .operator_query("SELECT count(*) FROM customers")
+        .unwrap();
+    assert_eq!(rows.rows[0][0], Value::Integer(0));
+    // The trigger came across and works in the copy.
+    copy.apply("INSERT INTO notes (body) VALUES ('x')").unwrap();
+    let rows = copy
+        .operator_query("SELECT count(*) FROM customers")
+        .unwrap();
+    assert_eq!(rows.rows[0][0], Value::Integer(1));
+    assert_eq!(fixture.count("notes"), 0, "the source is untouched");
+}
+
+#[test]
+fn a_data_copy_has_the_rows_and_then_lives_its_own_life() {
+    let fixture = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = fixture.db.copy_to(&dir.path().join("dev"), true).unwrap();
+    let rows = copy
+        .operator_query("SELECT name FROM customers ORDER BY id")
+        .unwrap();
+    assert_eq!(rows.rows.len(), 2);
+    copy.apply("DELETE FROM customers").unwrap();
+    assert_eq!(fixture.count("customers"), 2);
+}

@@ -243,13 +243,18 @@ impl TrustedKeys {
             path: path.to_path_buf(),
             source,
         })?;
+        TrustedKeys::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a trusted-keys file; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<TrustedKeys, SigningError> {
         let mut keys = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let what = format!("{} line {}", path.display(), number + 1);
+            let what = format!("{source} line {}", number + 1);
             let key = PublicKey::parse(line, &what)?;
             if keys.iter().any(|k: &PublicKey| k.id == key.id) {
                 return Err(SigningError::Malformed {
@@ -262,7 +267,7 @@ impl TrustedKeys {
         }
         if keys.is_empty() {
             return Err(SigningError::Malformed {
-                what: path.display().to_string(),
+                what: source.to_owned(),
                 expected: "trusted-keys file",
                 why: "it lists no keys".into(),
             });

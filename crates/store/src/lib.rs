@@ -330,10 +330,11 @@ pub trait ControlStore: Send + Sync + 'static {
     ) -> Result<Vec<ControlAuditRecord>, StoreError>;
     /// Stores a job durably (fsync) before returning.
     fn enqueue_job(&self, job: &Job) -> Result<(), StoreError>;
-    /// Marks up to `limit` due pending jobs running, leased until `lease_until_ms`.
+    /// Marks up to `limit` due pending jobs running, leased until `lease_until_ms`, in
+    /// `environment` or (with `None`) in every environment.
     fn claim_jobs(
         &self,
-        environment: &str,
+        environment: Option<&str>,
         now_ms: i64,
         lease_until_ms: i64,
         limit: u32,
@@ -348,10 +349,10 @@ pub trait ControlStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Puts running jobs whose lease ended at or before `lease_before_ms` back to pending,
-    /// or in the dead-letter list when that was their last attempt.
+    /// or in the dead-letter list when that was their last attempt (`None`: every environment).
     fn requeue_abandoned(
         &self,
-        environment: &str,
+        environment: Option<&str>,
         lease_before_ms: i64,
         now_ms: i64,
     ) -> Result<usize, StoreError>;

@@ -618,7 +618,7 @@ impl ControlStore for SqliteStore {
 
     fn claim_jobs(
         &self,
-        environment: &str,
+        environment: Option<&str>,
         now_ms: i64,
         lease_until_ms: i64,
         limit: u32,
@@ -638,7 +638,7 @@ impl ControlStore for SqliteStore {
 
     fn requeue_abandoned(
         &self,
-        environment: &str,
+        environment: Option<&str>,
         lease_before_ms: i64,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
@@ -1016,20 +1016,25 @@ mod tests {
         let (_dir, store) = store();
         store.enqueue_job(&job("j1", 1_000)).unwrap();
         store.enqueue_job(&job("j2", 5_000)).unwrap();
-        let claimed = store.claim_jobs("prod", 2_000, 60_000, 10).unwrap();
+        let claimed = store.claim_jobs(Some("prod"), 2_000, 60_000, 10).unwrap();
         assert_eq!(claimed.len(), 1, "only j1 is due");
         assert_eq!(claimed[0].state, JobState::Running);
         assert_eq!(claimed[0].attempts, 1);
         assert_eq!(claimed[0].request.body, b"\x00payload");
         assert!(
             store
-                .claim_jobs("prod", 2_000, 60_000, 10)
+                .claim_jobs(Some("prod"), 2_000, 60_000, 10)
                 .unwrap()
                 .is_empty()
         );
         // A node that died mid-attempt: its running job goes back to pending.
-        assert_eq!(store.requeue_abandoned("prod", i64::MAX, 3_000).unwrap(), 1);
-        let again = store.claim_jobs("prod", 3_000, 60_000, 10).unwrap();
+        assert_eq!(
+            store
+                .requeue_abandoned(Some("prod"), i64::MAX, 3_000)
+                .unwrap(),
+            1
+        );
+        let again = store.claim_jobs(Some("prod"), 3_000, 60_000, 10).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 2);
         let dead = JobUpdate {
@@ -1055,8 +1060,10 @@ mod tests {
         assert_eq!(retried.last_error.as_deref(), Some("boom"));
         // Cut short on its last attempt (max 3): dead-lettered, not requeued forever.
         for _ in 0..3 {
-            store.claim_jobs("prod", 9_000, 60_000, 10).unwrap();
-            store.requeue_abandoned("prod", i64::MAX, 9_000).unwrap();
+            store.claim_jobs(Some("prod"), 9_000, 60_000, 10).unwrap();
+            store
+                .requeue_abandoned(Some("prod"), i64::MAX, 9_000)
+                .unwrap();
         }
         let last = store.job("j1").unwrap().unwrap();
         assert_eq!((last.state, last.attempts), (JobState::Dead, 3));

@@ -425,14 +425,14 @@ pub(crate) fn enqueue_job(conn: &Connection, job: &Job) -> Result<(), StoreError
 
 pub(crate) fn claim_jobs(
     conn: &Connection,
-    environment: &str,
+    environment: Option<&str>,
     now_ms: i64,
     lease_until_ms: i64,
     limit: u32,
 ) -> Result<Vec<Job>, StoreError> {
     conn.prepare_cached(&format!(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until_ms = ?3, updated_ms = ?2
-         WHERE id IN (SELECT id FROM jobs WHERE environment = ?1 AND state = 'pending' AND next_run_ms <= ?2
+         WHERE id IN (SELECT id FROM jobs WHERE (?1 IS NULL OR environment = ?1) AND state = 'pending' AND next_run_ms <= ?2
                       ORDER BY next_run_ms LIMIT ?4)
          RETURNING {JOB_COLUMNS}"
     ))
@@ -476,7 +476,7 @@ pub(crate) fn finish_job(
 
 pub(crate) fn requeue_abandoned(
     conn: &mut Connection,
-    environment: &str,
+    environment: Option<&str>,
     lease_before_ms: i64,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
@@ -489,7 +489,7 @@ pub(crate) fn requeue_abandoned(
         .execute(
             "UPDATE jobs SET state = 'dead', lease_until_ms = NULL, updated_ms = ?3,
                     last_error = 'the node stopped during attempt ' || attempts || ' of ' || max_attempts || '; no attempts left'
-             WHERE environment = ?1 AND state = 'running' AND lease_until_ms <= ?2 AND attempts >= max_attempts",
+             WHERE (?1 IS NULL OR environment = ?1) AND state = 'running' AND lease_until_ms <= ?2 AND attempts >= max_attempts",
             params![environment, lease_before_ms, now_ms],
         )
         .map_err(db("requeueing abandoned jobs"))?;
@@ -497,7 +497,7 @@ pub(crate) fn requeue_abandoned(
         .execute(
             "UPDATE jobs SET state = 'pending', next_run_ms = ?3, lease_until_ms = NULL, updated_ms = ?3,
                     last_error = 'the node stopped during attempt ' || attempts || '; it runs again'
-             WHERE environment = ?1 AND state = 'running' AND lease_until_ms <= ?2",
+             WHERE (?1 IS NULL OR environment = ?1) AND state = 'running' AND lease_until_ms <= ?2",
             params![environment, lease_before_ms, now_ms],
         )
         .map_err(db("requeueing abandoned jobs"))?;

@@ -18,6 +18,7 @@ CREATE TABLE environments (
 );
 ALTER TABLE releases ADD COLUMN deployed_by TEXT;
 ALTER TABLE releases ADD COLUMN origin TEXT;
+CREATE INDEX jobs_due_everywhere ON jobs (state, next_run_ms);
 "#;
 
 fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
