@@ -30,14 +30,12 @@ fn status(expires: Option<i64>, revoked: Option<i64>) -> String {
 
 #[derive(clap::Subcommand)]
 pub enum TokenCommand {
-    /// Create a control-plane token; its secret is printed once.
+    /// Create a control-plane token; its secret is printed once. With `--env NAME` it may
+    /// act on that environment only; without, on every environment.
     Create {
         /// admin, deployer or viewer.
         #[arg(long)]
         role: Role,
-        /// The only environment it may act on (default: every environment).
-        #[arg(long)]
-        env: Option<String>,
         /// Lifetime, e.g. 30d, 12h.
         #[arg(long, default_value = "30d")]
         ttl: String,
@@ -71,7 +69,6 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create {
             role,
-            env,
             ttl,
             label,
             json,
@@ -81,7 +78,7 @@ pub fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let created: CreatedToken =
                 client.json(client.post("/v1/tokens").json(&CreateTokenRequest {
                     role,
-                    environment: env,
+                    environment: server.env,
                     ttl: Some(ttl),
                     label,
                 }))?;

@@ -16,17 +16,30 @@ pub struct ServerArgs {
     /// Control-plane token (the node printed its bootstrap admin token on first start).
     #[arg(long, env = "RUNWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Environment to act on (default: the node's home environment, `prod`).
+    #[arg(long, env = "RUNWAY_ENV")]
+    pub env: Option<String>,
 }
 
 /// A client of one node's admin API.
 pub struct AdminClient {
     base: String,
     http: Client,
+    env: Option<String>,
 }
 
 impl AdminClient {
+    /// A client whose every request is for `--env` (when given).
     pub fn new(args: &ServerArgs) -> anyhow::Result<AdminClient> {
-        AdminClient::with_token(&args.server, args.token.as_deref())
+        let mut client = AdminClient::with_token(&args.server, args.token.as_deref())?;
+        client.env = args.env.clone();
+        Ok(client)
+    }
+
+    /// The same client for another environment.
+    pub fn for_env(mut self, env: Option<String>) -> AdminClient {
+        self.env = env;
+        self
     }
 
     pub fn with_token(server: &str, token: Option<&str>) -> anyhow::Result<AdminClient> {
@@ -45,6 +58,7 @@ impl AdminClient {
         Ok(AdminClient {
             base: server.trim_end_matches('/').to_owned(),
             http,
+            env: None,
         })
     }
 
@@ -52,24 +66,32 @@ impl AdminClient {
         format!("{}{path}", self.base)
     }
 
+    /// Names the client's environment on a request, when it has one.
+    fn scoped(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.env {
+            Some(env) => request.query(&[("env", env)]),
+            None => request,
+        }
+    }
+
     pub fn get(&self, path: &str) -> RequestBuilder {
-        self.http.get(self.url(path))
+        self.scoped(self.http.get(self.url(path)))
     }
 
     pub fn post(&self, path: &str) -> RequestBuilder {
-        self.http.post(self.url(path))
+        self.scoped(self.http.post(self.url(path)))
     }
 
     pub fn put(&self, path: &str) -> RequestBuilder {
-        self.http.put(self.url(path))
+        self.scoped(self.http.put(self.url(path)))
     }
 
     pub fn delete(&self, path: &str) -> RequestBuilder {
-        self.http.delete(self.url(path))
+        self.scoped(self.http.delete(self.url(path)))
     }
 
     pub fn head(&self, path: &str) -> RequestBuilder {
-        self.http.head(self.url(path))
+        self.scoped(self.http.head(self.url(path)))
     }
 
     /// Sends a request and returns the raw response, turning transport failures into

@@ -525,12 +525,15 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
                 )
                 .to_string(),
                 policy_summary(r),
+                r.deployed_by.clone().unwrap_or_else(|| "-".into()),
+                r.origin.clone().unwrap_or_default(),
             ]
         })
         .collect();
     table::print(
         &[
-            "RELEASE", "ARTIFACT", "MEMORY", "TIMEOUT", "ROUTES", "CREATED", "POLICY",
+            "RELEASE", "ARTIFACT", "MEMORY", "TIMEOUT", "ROUTES", "CREATED", "POLICY", "BY",
+            "ORIGIN",
         ],
         &rows,
     );

@@ -4,6 +4,7 @@
 mod access_cmds;
 mod client;
 mod commands;
+mod env_cmds;
 mod node;
 mod policy_cmds;
 mod signing_cmds;
@@ -77,6 +78,11 @@ enum Command {
     Sign(signing_cmds::SignArgs),
     /// Revoke an artifact: every release running it stops serving at once (503).
     Revoke(signing_cmds::RevokeArgs),
+    /// Environments: isolated, cheap, disposable; created from another in milliseconds.
+    #[command(subcommand)]
+    Env(env_cmds::EnvCommand),
+    /// Deploy to one environment exactly the release another one serves.
+    Promote(env_cmds::PromoteArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +109,8 @@ fn main() -> ExitCode {
         Command::Keys(command) => signing_cmds::keys(command),
         Command::Sign(args) => signing_cmds::sign(args),
         Command::Revoke(args) => signing_cmds::revoke(args),
+        Command::Env(command) => env_cmds::env(command),
+        Command::Promote(args) => env_cmds::promote(args),
     };
     match result {
         Ok(code) => code,

@@ -44,12 +44,21 @@ pub struct ServeArgs {
     /// Instances that may run at once across all functions.
     #[arg(long, env = "RUNWAY_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
-    /// Refuse deploys whose component imports a capability its policy does not grant.
+    /// Home environment: refuse deploys whose component imports a capability its policy
+    /// does not grant.
     #[arg(long, env = "RUNWAY_STRICT_VETTING")]
     pub strict_vetting: bool,
-    /// This node serves production: refuse functions in policy audit mode.
+    /// Home environment serves production: refuse functions in policy audit mode.
     #[arg(long, env = "RUNWAY_PRODUCTION")]
     pub production: bool,
+    /// The home environment: served on plain host names, never removed.
+    #[arg(long, env = "RUNWAY_HOME_ENV", default_value = "prod")]
+    pub home_env: String,
+    /// A domain whose subdomains name environments, as `NAME.localhost` always does:
+    /// `--env-domain fn.example.com` serves environment `dev` at dev.fn.example.com
+    /// (repeatable).
+    #[arg(long = "env-domain", env = "RUNWAY_ENV_DOMAIN", value_delimiter = ',')]
+    pub env_domains: Vec<String>,
     /// Key that seals secrets at rest (created if missing) [default: DATA_DIR/secrets.key].
     #[arg(long, env = "RUNWAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
@@ -66,8 +75,8 @@ pub struct ServeArgs {
     /// Serve the admin API without tokens (refused unless it listens on loopback).
     #[arg(long, env = "RUNWAY_NO_AUTH")]
     pub no_auth: bool,
-    /// Public signing keys (`runway keys generate`), one per line: deploys then need an
-    /// artifact signed by one of them.
+    /// Public signing keys (`runway keys generate`), one per line: deploys to the home
+    /// environment then need an artifact signed by one of them.
     #[arg(long, env = "RUNWAY_TRUSTED_KEYS")]
     pub trusted_keys: Option<PathBuf>,
 }
@@ -87,6 +96,8 @@ impl ServeArgs {
         config.runtime.max_instances = self.max_instances;
         config.strict_vetting = self.strict_vetting;
         config.production = self.production;
+        config.environment = self.home_env.clone();
+        config.env_domains = self.env_domains.clone();
         config.secret_key_file = self.secret_key_file.clone();
         config.outbound_resolve = self.outbound_resolve.clone();
         config.outbound_ca_file = self.outbound_ca_file.clone();

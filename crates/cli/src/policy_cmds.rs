@@ -11,18 +11,8 @@ use runway_server::{
     SuggestResponse,
 };
 
-use reqwest::blocking::RequestBuilder;
-
 use crate::client::{AdminClient, ServerArgs};
 use crate::table;
-
-/// Names the environment a request is for, when the command was given `--env`.
-fn with_env(request: RequestBuilder, env: &Option<String>) -> RequestBuilder {
-    match env {
-        Some(env) => request.query(&[("env", env)]),
-        None => request,
-    }
-}
 
 use crate::table::time;
 
@@ -328,17 +318,11 @@ pub enum SecretCommand {
     Set {
         /// The secret's name, e.g. PAYMENT_KEY.
         name: String,
-        /// Environment.
-        #[arg(long)]
-        env: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
     /// List secret names (never values).
     Ls {
-        /// Environment.
-        #[arg(long)]
-        env: Option<String>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -350,7 +334,7 @@ pub enum SecretCommand {
 /// `runway secret set|ls`.
 pub fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
     match command {
-        SecretCommand::Set { name, env, server } => {
+        SecretCommand::Set { name, server } => {
             let mut value = String::new();
             std::io::stdin()
                 .read_to_string(&mut value)
@@ -368,14 +352,12 @@ pub fn secret(command: SecretCommand) -> anyhow::Result<ExitCode> {
             }
             let client = AdminClient::new(&server)?;
             let request = client.put(&format!("/v1/secrets/{name}")).body(value);
-            let request = with_env(request, &env);
             let info: SecretInfo = client.json(request)?;
             println!("secret {} set ({})", info.name, time(info.updated_at_ms));
         }
-        SecretCommand::Ls { env, json, server } => {
+        SecretCommand::Ls { json, server } => {
             let client = AdminClient::new(&server)?;
             let request = client.get("/v1/secrets");
-            let request = with_env(request, &env);
             let list: SecretsResponse = client.json(request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -398,9 +380,6 @@ pub enum SqlCommand {
     Apply {
         /// The SQL file.
         file: PathBuf,
-        /// Environment.
-        #[arg(long)]
-        env: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -408,9 +387,6 @@ pub enum SqlCommand {
     Query {
         /// The SQL statement.
         statement: String,
-        /// Environment.
-        #[arg(long)]
-        env: Option<String>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -422,12 +398,11 @@ pub enum SqlCommand {
 /// `runway sql apply|query`.
 pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
     match command {
-        SqlCommand::Apply { file, env, server } => {
+        SqlCommand::Apply { file, server } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let client = AdminClient::new(&server)?;
             let request = client.post("/v1/sql/apply").body(text);
-            let request = with_env(request, &env);
             let answer: serde_json::Value = client
                 .json(request)
                 .with_context(|| format!("while applying {}", file.display()))?;
@@ -439,13 +414,11 @@ pub fn sql(command: SqlCommand) -> anyhow::Result<ExitCode> {
         }
         SqlCommand::Query {
             statement,
-            env,
             json,
             server,
         } => {
             let client = AdminClient::new(&server)?;
             let request = client.post("/v1/sql/query").body(statement);
-            let request = with_env(request, &env);
             let rows: SqlRowsResponse = client.json(request)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

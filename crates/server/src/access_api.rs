@@ -14,9 +14,10 @@ use runway_store::{ApiKeyRecord, ControlAuditRecord, TokenRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::admin::{blocking, json_body, live_function};
+use crate::admin::{blocking, json_body};
 use crate::auth::{AuditNote, Caller, noted, now_ms};
 use crate::deploy::{DeployFunction, DeployRequest};
+use crate::environments::Environment;
 use crate::error::ApiError;
 use crate::invocation::ApiKeyTable;
 
@@ -129,6 +130,11 @@ pub(crate) async fn create_token(
                 caller.id
             ),
         });
+    }
+    if let Some(scope) = &request.environment
+        && shared.environments.load().get(scope).is_none()
+    {
+        return Err(crate::environments::no_such_environment(scope));
     }
     let label = request.label.unwrap_or_default();
     let (record, secret) = {
@@ -307,20 +313,21 @@ pub struct CreatedKey {
 
 /// Rebuilds the gateway's key table from the store. Callers hold the access lock across
 /// their change and this reload, so two changes cannot swap in tables out of order.
-fn reload_keys(shared: &Shared) -> Result<(), ApiError> {
-    let previous = shared.api_keys.load_full();
-    let table = ApiKeyTable::load(shared.store.as_ref(), &shared.environment, &previous)?;
-    shared.api_keys.store(Arc::new(table));
+fn reload_keys(shared: &Shared, env: &Environment) -> Result<(), ApiError> {
+    let previous = env.api_keys.load_full();
+    let table = ApiKeyTable::load(shared.store.as_ref(), &env.name, &previous)?;
+    env.api_keys.store(Arc::new(table));
     Ok(())
 }
 
 pub(crate) async fn create_key(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Extension(caller): Extension<Caller>,
     request: Result<Json<CreateKeyRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "API key")?;
-    let live = live_function(&shared, &request.function)?;
+    let live = env.function(&request.function)?;
     let lifetime = ttl(request.ttl.as_deref(), DEFAULT_KEY_TTL)?;
     let rate = request
         .rate
@@ -333,7 +340,7 @@ pub(crate) async fn create_key(
     let record = ApiKeyRecord {
         id: minted.id,
         hash: minted.hash.0,
-        environment: shared.environment.clone(),
+        environment: env.name.clone(),
         function: request.function.clone(),
         label: request.label.unwrap_or_default(),
         rate,
@@ -345,10 +352,12 @@ pub(crate) async fn create_key(
     {
         let shared = shared.clone();
         let record = record.clone();
+        let env = env.clone();
         blocking(move || {
             let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
+            env.check_present()?;
             shared.store.create_api_key(&record)?;
-            reload_keys(&shared)
+            reload_keys(&shared, &env)
         })
         .await?;
     }
@@ -388,13 +397,15 @@ pub(crate) async fn create_key(
 
 pub(crate) async fn list_keys(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
 ) -> Result<Json<Vec<ApiKeyInfo>>, ApiError> {
-    let keys = blocking(move || Ok(shared.store.api_keys(&shared.environment)?)).await?;
+    let keys = blocking(move || Ok(shared.store.api_keys(&env.name)?)).await?;
     Ok(Json(keys.into_iter().map(ApiKeyInfo::from).collect()))
 }
 
 pub(crate) async fn revoke_key(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let lookup = id.clone();
@@ -404,12 +415,12 @@ pub(crate) async fn revoke_key(
             let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
             let exists = shared
                 .store
-                .api_keys(&shared.environment)?
+                .api_keys(&env.name)?
                 .iter()
                 .any(|k| k.id == lookup);
             let revoked = exists && shared.store.revoke_api_key(&lookup, now_ms())?;
             if revoked {
-                reload_keys(&shared)?;
+                reload_keys(&shared, &env)?;
             }
             Ok(revoked)
         })
@@ -444,16 +455,13 @@ pub(crate) struct PageQuery {
 
 pub(crate) async fn control_audit(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<ControlAuditResponse>, ApiError> {
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(1000).min(10_000);
-    let records = blocking(move || {
-        Ok(shared
-            .store
-            .control_audit(&shared.environment, after, limit)?)
-    })
-    .await?;
+    let records =
+        blocking(move || Ok(shared.store.control_audit(&env.name, after, limit)?)).await?;
     let next_after = records.last().map_or(after, |r| r.id);
     Ok(Json(ControlAuditResponse {
         records,
@@ -471,11 +479,13 @@ pub struct ExtendRequest {
 
 pub(crate) async fn extend(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     request: Result<Json<ExtendRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "extend")?;
-    let live = live_function(&shared, &name)?;
+    let live = env.function(&name)?;
     let until: Expiry = request
         .until
         .parse()
@@ -499,6 +509,7 @@ pub(crate) async fn extend(
     config.expires = Some(until.clone());
     let response = crate::deploy::deploy_over(
         shared.clone(),
+        &env,
         DeployRequest {
             functions: vec![DeployFunction {
                 digest: live.release.digest.clone(),
@@ -506,6 +517,10 @@ pub(crate) async fn extend(
             }],
         },
         Some((&name, live.release.number)),
+        crate::deploy::Provenance {
+            deployed_by: caller.id.clone(),
+            origin: Some(format!("extended from release {}", live.release.number)),
+        },
     )
     .await
     .map_err(|err| err.for_function(&name))?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -19,8 +19,9 @@ use runway_store::{Digest, LogEntry, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::auth::{AuditNote, Guarded, noted};
-use crate::deploy::{self, DeployRequest};
+use crate::auth::{AuditNote, Caller, Guarded, noted};
+use crate::deploy::{self, DeployRequest, Provenance};
+use crate::environments::{self, Environment};
 use crate::error::ApiError;
 use crate::live::LiveFunction;
 use crate::policy_api;
@@ -101,6 +102,12 @@ pub struct ReleaseInfo {
     /// Its artifact was revoked (`runway revoke`): it can never serve again.
     #[serde(default)]
     pub revoked: bool,
+    /// Who made it (a token id).
+    #[serde(default)]
+    pub deployed_by: Option<String>,
+    /// Where it came from when not a plain deploy (`promoted from staging release 3`).
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// A request sent through `runway invoke`.
@@ -188,6 +195,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/artifacts/revoked", get(artifacts_api::list_revoked))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/envs", get(environments::list))
         .route("/metrics", get(metrics));
     let deployer = Router::new()
         .route(
@@ -212,7 +220,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/sql/query", post(policy_api::sql_query))
         .route("/v1/keys", post(access_api::create_key))
         .route("/v1/keys/{id}", delete(access_api::revoke_key))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry));
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/functions/{name}/promote", post(promote_function))
+        .route("/v1/envs", post(environments::create))
+        .route("/v1/envs/{name}", delete(environments::remove));
     let admin = Router::new()
         .route(
             "/v1/tokens",
@@ -299,10 +310,13 @@ async fn upload_artifact(
 
 async fn deploy_functions(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
+    Extension(caller): Extension<Caller>,
     request: Result<Json<DeployRequest>, JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "deploy")?;
-    let response = deploy::deploy(shared, request).await?;
+    let response =
+        deploy::deploy_over(shared, &env, request, None, Provenance::by(&caller.id)).await?;
     let target = response
         .functions
         .iter()
@@ -337,17 +351,125 @@ pub struct RollbackRequest {
 
 async fn rollback_function(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
     request: Result<Json<RollbackRequest>, JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "rollback")?;
-    let response = deploy::rollback(shared, name.clone(), request.to).await?;
+    let response = deploy::rollback(shared, &env, name.clone(), request.to).await?;
     let detail = format!(
         "release {} -> {} ({})",
         response.from,
         response.release.number,
         response.release.digest.short()
     );
+    Ok(noted(Json(response), AuditNote::new(name, detail)))
+}
+
+/// `POST /v1/functions/{name}/promote?env=TARGET`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// The environment whose serving release is deployed to the target.
+    pub from: String,
+}
+
+/// What a promotion did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromoteResponse {
+    /// The function.
+    pub function: String,
+    /// The source environment.
+    pub from: String,
+    /// The release the source serves, now deployed to the target.
+    pub from_release: u32,
+    /// The target environment.
+    pub to: String,
+    /// The target's release (new unless the target already had this exact release last).
+    pub result: runway_store::DeployResult,
+    /// Things to act on soon.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Deploys to the target environment exactly the release the source serves (same digest,
+/// same configuration), under the target's signing and vetting rules.
+async fn promote_function(
+    State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    request: Result<Json<PromoteRequest>, JsonRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let request = json_body(request, "promote")?;
+    if let Some(scope) = caller.environment.as_deref().filter(|s| *s != request.from) {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "token {} is scoped to environment `{scope}` and cannot read `{}`",
+                caller.id, request.from
+            ),
+        });
+    }
+    let source = shared
+        .environments
+        .load()
+        .get(&request.from)
+        .cloned()
+        .ok_or_else(|| environments::no_such_environment(&request.from))?;
+    if source.name == env.name {
+        return Err(ApiError::unprocessable(
+            "same_environment",
+            format!(
+                "--from and --to both name `{}`; promote from one environment to another (use `runway rollback` within one)",
+                env.name
+            ),
+        ));
+    }
+    let live = source.function(&name)?;
+    let origin = format!(
+        "promoted from {} release {}",
+        source.name, live.release.number
+    );
+    let deployed = deploy::deploy_over(
+        shared,
+        &env,
+        DeployRequest {
+            functions: vec![deploy::DeployFunction {
+                digest: live.release.digest.clone(),
+                config: live.release.config.clone(),
+            }],
+        },
+        None,
+        Provenance {
+            deployed_by: caller.id.clone(),
+            origin: Some(origin),
+        },
+    )
+    .await
+    .map_err(|err| err.for_function(&name))?;
+    let result = deployed
+        .functions
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the promotion deployed nothing".into()))?;
+    let detail = format!(
+        "{}@{} -> {}@{} ({})",
+        source.name,
+        live.release.number,
+        env.name,
+        result.release.number,
+        result.release.digest.short()
+    );
+    let response = PromoteResponse {
+        function: name.clone(),
+        from: source.name.clone(),
+        from_release: live.release.number,
+        to: env.name.clone(),
+        result,
+        warnings: deployed.warnings,
+    };
     Ok(noted(Json(response), AuditNote::new(name, detail)))
 }
 
@@ -419,16 +541,23 @@ fn info(live: &LiveFunction, usage: Option<&Usage>) -> FunctionInfo {
     }
 }
 
-async fn all_time_usage(shared: &Arc<Shared>) -> Result<Vec<Usage>, ApiError> {
-    let shared = shared.clone();
-    blocking(move || Ok(shared.store.usage(&shared.environment, 0)?)).await
+/// Usage since the environment was created (a removed environment of the same name may
+/// have left invocation records: they are its bill, not this one's).
+async fn all_time_usage(shared: &Arc<Shared>, env: &Environment) -> Result<Vec<Usage>, ApiError> {
+    let (store, name, since) = (
+        shared.store.clone(),
+        env.name.clone(),
+        env.record.created_at_ms,
+    );
+    blocking(move || Ok(store.usage(&name, since)?)).await
 }
 
 async fn list_functions(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
 ) -> Result<Json<Vec<FunctionInfo>>, ApiError> {
-    let usage = all_time_usage(&shared).await?;
-    let routes = shared.routes.load();
+    let usage = all_time_usage(&shared, &env).await?;
+    let routes = env.routes.load();
     let list = routes
         .functions
         .values()
@@ -437,29 +566,22 @@ async fn list_functions(
     Ok(Json(list))
 }
 
-pub(crate) fn live_function(shared: &Shared, name: &str) -> Result<Arc<LiveFunction>, ApiError> {
-    shared.routes.load().functions.get(name).cloned().ok_or_else(|| {
-        ApiError::not_found(
-            "no_such_function",
-            format!("no function named `{name}` is deployed in environment `{}`; `runway ls` lists them", shared.environment),
-        )
-    })
-}
-
 async fn show_function(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
-    let live = live_function(&shared, &name)?;
-    let usage = all_time_usage(&shared).await?;
+    let live = env.function(&name)?;
+    let usage = all_time_usage(&shared, &env).await?;
     Ok(Json(info(&live, usage.iter().find(|u| u.function == name))))
 }
 
 async fn list_releases(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ReleaseInfo>>, ApiError> {
-    let current = shared
+    let current = env
         .routes
         .load()
         .functions
@@ -467,14 +589,8 @@ async fn list_releases(
         .map(|live| live.release.number);
     let lookup = name.clone();
     let (releases, revoked) = {
-        let shared = shared.clone();
-        blocking(move || {
-            Ok((
-                shared.store.releases(&shared.environment, &lookup)?,
-                shared.store.revoked_artifacts()?,
-            ))
-        })
-        .await?
+        let (store, env) = (shared.store.clone(), env.name.clone());
+        blocking(move || Ok((store.releases(&env, &lookup)?, store.revoked_artifacts()?))).await?
     };
     if releases.is_empty() {
         return Err(ApiError::not_found(
@@ -497,6 +613,8 @@ async fn list_releases(
                 policy: r.config.policy,
                 policy_mode: r.config.policy_mode,
                 vetting: r.vetting,
+                deployed_by: r.deployed_by,
+                origin: r.origin,
             })
             .collect(),
     ))
@@ -525,11 +643,12 @@ pub(crate) fn method_and_path(live: &LiveFunction, request: &InvokeRequest) -> (
 
 async fn invoke_function(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
     request: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
     let request = json_body(request, "invoke")?;
-    let live = live_function(&shared, &name)?;
+    let live = env.function(&name)?;
     let (method, path) = method_and_path(&live, &request);
     let mut builder = http::Request::builder()
         .method(method.as_str())
@@ -610,17 +729,15 @@ fn default_log_limit() -> u32 {
 
 async fn read_logs(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Json<LogsResponse>, ApiError> {
-    live_function(&shared, &name)?;
+    env.function(&name)?;
     let entries = blocking(move || {
-        Ok(shared.store.logs(
-            &shared.environment,
-            &name,
-            query.after,
-            query.limit.min(10_000),
-        )?)
+        Ok(shared
+            .store
+            .logs(&env.name, &name, query.after, query.limit.min(10_000))?)
     })
     .await?;
     let next_after = entries.last().map_or(query.after, |e| e.id);
@@ -637,6 +754,7 @@ struct CostQuery {
 
 async fn cost(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Query(query): Query<CostQuery>,
 ) -> Result<Json<CostResponse>, ApiError> {
     let since = match query.since.as_deref() {
@@ -653,9 +771,8 @@ async fn cost(
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let since_ms = now_ms - since.as_millis() as i64;
-    let functions =
-        blocking(move || Ok(shared.store.usage(&shared.environment, since_ms)?)).await?;
+    let since_ms = (now_ms - since.as_millis() as i64).max(env.record.created_at_ms);
+    let functions = blocking(move || Ok(shared.store.usage(&env.name, since_ms)?)).await?;
     let total = functions.iter().fold(
         Usage {
             function: "total".into(),

@@ -26,7 +26,7 @@ pub struct SignatureResponse {
     pub digest: String,
     /// The signing key's id.
     pub key_id: String,
-    /// Whether this node trusts that key (`None`: the node requires no signatures).
+    /// Whether the environment trusts that key (`None`: it requires no signatures).
     pub trusted: Option<bool>,
 }
 
@@ -37,6 +37,7 @@ fn parse_digest(text: String) -> Result<Digest, ApiError> {
 /// `PUT /v1/artifacts/{digest}/signature`: a `runway sign` file for a stored artifact.
 pub(crate) async fn put_signature(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<crate::environments::Environment>>,
     Path(digest): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -58,18 +59,22 @@ pub(crate) async fn put_signature(
             ),
         ));
     }
-    let trusted = shared.trusted_keys.as_ref().map(|keys| {
+    let verifies = |keys: &TrustedKeys| {
         matches!(
             keys.check(digest.as_str(), std::slice::from_ref(&signature)),
             Verdict::Trusted(_)
         )
+    };
+    let trusted = env.rules.trusted_keys.as_ref().map(verifies);
+    // A signature claiming a key some environment trusts must verify: otherwise it could
+    // replace that key's good signature and block every later deploy of the artifact.
+    let claims_trusted = shared.environments.load().all().any(|e| {
+        e.rules
+            .trusted_keys
+            .as_ref()
+            .is_some_and(|keys| keys.knows(&signature.key_id) && !verifies(keys))
     });
-    // A signature claiming a trusted key must verify: otherwise it could replace that
-    // key's good signature and block every later deploy of the artifact.
-    if let Some(keys) = &shared.trusted_keys
-        && keys.knows(&signature.key_id)
-        && trusted != Some(true)
-    {
+    if claims_trusted {
         return Err(ApiError::bad_request(
             "invalid_signature",
             format!(
@@ -123,7 +128,7 @@ pub struct RevokeRequest {
 pub struct RevokeResponse {
     /// The artifact.
     pub digest: String,
-    /// Functions that were serving it and now answer 503.
+    /// Functions (`environment/function`) that were serving it and now answer 503.
     pub stopped: Vec<String>,
 }
 
@@ -135,6 +140,17 @@ pub(crate) async fn revoke(
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(digest)?;
     let request = json_body(request, "revoke")?;
+    if let Some(scope) = &caller.environment {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "token {} is scoped to environment `{scope}`; revoking an artifact stops it in \
+                 every environment and needs a token for every environment",
+                caller.id
+            ),
+        });
+    }
     // No deploy or rollback can bring the artifact in while it is being revoked.
     let _serialised = shared.deploy_lock.lock().await;
     let reason = request.reason.unwrap_or_else(|| "no reason given".into());
@@ -167,12 +183,15 @@ pub(crate) async fn revoke(
     }
     // Every live release of the artifact stops at once: the flag is read on each request.
     let mut stopped = Vec::new();
-    for function in shared.routes.load().functions.values() {
-        if function.release.digest == digest {
-            function.revoked.store(true, Ordering::Release);
-            stopped.push(function.name().to_owned());
+    for env in shared.environments.load().all() {
+        for function in env.routes.load().functions.values() {
+            if function.release.digest == digest {
+                function.revoked.store(true, Ordering::Release);
+                stopped.push(format!("{}/{}", env.name, function.name()));
+            }
         }
     }
+    stopped.sort();
     Ok(noted(
         Json(RevokeResponse {
             digest: digest.to_string(),

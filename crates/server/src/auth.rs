@@ -78,6 +78,9 @@ fn action_name(method: &Method, route: &str) -> String {
         ("POST", "/v1/keys") => "key.create",
         ("DELETE", "/v1/keys/{id}") => "key.revoke",
         ("POST", "/v1/jobs/{id}/retry") => "job.retry",
+        ("POST", "/v1/functions/{name}/promote") => "function.promote",
+        ("POST", "/v1/envs") => "env.create",
+        ("DELETE", "/v1/envs/{name}") => "env.remove",
         _ => return format!("{method} {route}"),
     };
     name.to_owned()
@@ -131,13 +134,18 @@ pub(crate) async fn require(
     );
     let path = request.uri().path().to_owned();
     let action = action_name(&method, &route);
+    let env_name = take_environment(&mut request)
+        .unwrap_or_else(|| shared.environments.load().home.name.clone());
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let caller = if shared.auth {
-        match authenticate(&shared, presented.as_deref(), guard.role).await {
+        // Environment routes name their environment in the path or body, and their handlers
+        // check the caller's scope against it.
+        let acts_on = (!route.starts_with("/v1/envs")).then_some(env_name.as_str());
+        match authenticate(&shared, presented.as_deref(), guard.role, acts_on).await {
             Ok(caller) => caller,
             Err((actor, error)) => {
                 shared
@@ -146,7 +154,7 @@ pub(crate) async fn require(
                     .with_label_values(&[error.status.as_str()])
                     .inc();
                 let record = ControlAuditRecord::now(
-                    &shared.environment,
+                    &env_name,
                     actor,
                     action,
                     path,
@@ -184,6 +192,29 @@ pub(crate) async fn require(
     };
     let actor = caller.id.clone();
     request.extensions_mut().insert(caller);
+    let environment = shared.environments.load().get(&env_name).cloned();
+    match environment {
+        Some(env) => {
+            request.extensions_mut().insert(env);
+        }
+        None if route.starts_with("/v1/envs") => {}
+        None => {
+            let error = crate::environments::no_such_environment(&env_name);
+            if method != Method::GET && method != Method::HEAD {
+                let record = ControlAuditRecord::now(
+                    &env_name,
+                    actor,
+                    action,
+                    path,
+                    error.status.as_u16(),
+                    "refused",
+                    error.message.clone(),
+                );
+                audit(&shared, record).await;
+            }
+            return error.into_response();
+        }
+    }
     // The handler and its audit record run in their own task: a client that disconnects
     // mid-call cannot stop the record from being written for a change that went through.
     let task = tokio::spawn(async move {
@@ -204,7 +235,7 @@ pub(crate) async fn require(
                 None => (path, String::new()),
             };
             let record = ControlAuditRecord::now(
-                &shared.environment,
+                &env_name,
                 actor,
                 action,
                 target,
@@ -221,10 +252,40 @@ pub(crate) async fn require(
     })
 }
 
+/// Removes `env=NAME` from the request's query (handlers never see it) and returns NAME.
+fn take_environment(request: &mut Request) -> Option<String> {
+    let query = request.uri().query()?;
+    let mut found = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("env=") {
+            Some(value) => {
+                found = Some(value.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    found.as_ref()?;
+    let path = request.uri().path();
+    let rebuilt = if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = rebuilt.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    found
+}
+
 async fn authenticate(
     shared: &Arc<Shared>,
     presented: Option<&str>,
     required: Role,
+    env_name: Option<&str>,
 ) -> Result<Caller, (String, ApiError)> {
     let unauthorized = |actor: String, code: &'static str, message: String| {
         (
@@ -283,14 +344,12 @@ async fn authenticate(
             token.id, token.role, required
         )));
     }
-    if let Some(scope) = token
-        .environment
-        .as_deref()
-        .filter(|scope| *scope != shared.environment)
+    if let (Some(scope), Some(env_name)) = (token.environment.as_deref(), env_name)
+        && scope != env_name
     {
         return Err(forbidden(format!(
-            "token {} is scoped to environment `{scope}`; this node serves `{}`",
-            token.id, shared.environment
+            "token {} is scoped to environment `{scope}` and cannot act on `{env_name}`",
+            token.id
         )));
     }
     Ok(Caller {

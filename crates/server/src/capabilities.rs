@@ -98,6 +98,45 @@ impl PlatformCapabilities {
         Ok(store)
     }
 
+    /// Gives `target` a copy of `source`'s SQL schema (with rows and the key-value store when
+    /// `with_data`). The copies are opened as `target`'s databases.
+    pub(crate) fn copy_environment_data(
+        &self,
+        source: &str,
+        target: &str,
+        with_data: bool,
+    ) -> Result<(), CapabilityError> {
+        let dir = self.envs_dir.join(target);
+        let sql = self.sql_database(source)?.copy_to(&dir, with_data)?;
+        self.sql
+            .lock()
+            .expect("sql lock")
+            .insert(target.to_owned(), sql);
+        if with_data {
+            let kv = self.kv_store(source)?.copy_to(&dir)?;
+            self.kv
+                .lock()
+                .expect("kv lock")
+                .insert(target.to_owned(), kv);
+        }
+        Ok(())
+    }
+
+    /// Closes an environment's databases and deletes its data folder. Releases still
+    /// finishing a request keep their open handles until they end.
+    pub(crate) fn forget_environment(&self, environment: &str) {
+        self.sql.lock().expect("sql lock").remove(environment);
+        self.kv.lock().expect("kv lock").remove(environment);
+        let dir = self.envs_dir.join(environment);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::error!(folder = %dir.display(), error = %err, "deleting an environment's data failed")
+            }
+        }
+    }
+
     /// The capabilities of one release, each bound to a guard for its policy.
     pub(crate) fn for_release(&self, release: &Release) -> Result<Capabilities, CapabilityError> {
         let config = &release.config;

@@ -12,6 +12,7 @@ use runway_policy::{PolicyMode, VettingReport, vet};
 
 use crate::Shared;
 use crate::capabilities::PlatformCapabilities;
+use crate::environments::{Environment, Rules};
 use crate::error::ApiError;
 use crate::live::{LiveFunction, RouteTable};
 use crate::metrics::Metrics;
@@ -107,25 +108,37 @@ pub(crate) async fn upload(
     .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))?
 }
 
-/// Validates, prepares, records and switches a set of functions atomically.
-pub(crate) async fn deploy(
-    shared: Arc<Shared>,
-    request: DeployRequest,
-) -> Result<DeployResponse, ApiError> {
-    deploy_over(shared, request, None).await
+/// Who makes a release, and from where when it is not a plain deploy.
+#[derive(Debug, Clone)]
+pub(crate) struct Provenance {
+    pub(crate) deployed_by: String,
+    pub(crate) origin: Option<String>,
 }
 
-/// [`deploy`], refused with 409 unless function `expect.0` still serves release `expect.1`
-/// once the deploy lock is held: a change derived from a release cannot undo a deploy
-/// that landed in between.
+impl Provenance {
+    pub(crate) fn by(actor: &str) -> Provenance {
+        Provenance {
+            deployed_by: actor.to_owned(),
+            origin: None,
+        }
+    }
+}
+
+/// Validates, prepares, records and switches a set of functions of one environment
+/// atomically, refused with 409 unless function `expect.0` still serves release `expect.1`
+/// once the deploy lock is held: a change derived from a release cannot undo a deploy that
+/// landed in between.
 pub(crate) async fn deploy_over(
     shared: Arc<Shared>,
+    env: &Arc<Environment>,
     request: DeployRequest,
     expect: Option<(&str, u32)>,
+    provenance: Provenance,
 ) -> Result<DeployResponse, ApiError> {
     let _serialised = shared.deploy_lock.lock().await;
+    env.check_present()?;
     if let Some((name, number)) = expect {
-        let serving = shared
+        let serving = env
             .routes
             .load()
             .functions
@@ -148,7 +161,7 @@ pub(crate) async fn deploy_over(
             "the deploy lists no functions".into(),
         ));
     }
-    let current = shared.routes.load_full();
+    let current = env.routes.load_full();
     // The set the node would serve: this deploy's functions plus every other live one.
     let mut problems = {
         let deploying: Vec<&FunctionConfig> = request.functions.iter().map(|f| &f.config).collect();
@@ -210,9 +223,10 @@ pub(crate) async fn deploy_over(
             problems.join("\n"),
         ));
     }
-    let env = shared.environment.clone();
     let worker = shared.clone();
+    let target = env.clone();
     let (results, prepared) = tokio::task::spawn_blocking(move || {
+        let env = &target.name;
         let mut prepared = BTreeMap::new();
         let mut vetting = BTreeMap::new();
         let mut refusals = Vec::new();
@@ -236,10 +250,10 @@ pub(crate) async fn deploy_over(
             .map_err(|err| err.for_function(function.config.name.as_str()))?;
             let mut report = vet(&compiled.imports(), &function.config.policy);
             report.size_bytes = worker.store.artifact_size(digest)?;
-            refusals.extend(vetting_refusals(&worker, &function.config, &report));
+            refusals.extend(vetting_refusals(&target.rules, &function.config, &report));
             match crate::artifacts_api::admission(
                 worker.store.as_ref(),
-                worker.trusted_keys.as_ref(),
+                target.rules.trusted_keys.as_ref(),
                 digest,
             )? {
                 Ok(signed_by) => report.signed_by = signed_by,
@@ -254,7 +268,7 @@ pub(crate) async fn deploy_over(
         // Open the environment's data before anything changes, so a failure leaves no release.
         worker
             .capabilities
-            .sql_database(&env)
+            .sql_database(env)
             .map_err(|err| ApiError::internal(err.to_string()))?;
         let releases: Vec<NewRelease> = request
             .functions
@@ -263,9 +277,11 @@ pub(crate) async fn deploy_over(
                 digest: f.digest.clone(),
                 config: f.config.clone(),
                 vetting: vetting.remove(f.config.name.as_str()),
+                deployed_by: Some(provenance.deployed_by.clone()),
+                origin: provenance.origin.clone(),
             })
             .collect();
-        let results = worker.store.deploy(&env, &releases)?;
+        let results = worker.store.deploy(env, &releases)?;
         let mut ready_functions = BTreeMap::new();
         for result in &results {
             let name = result.release.config.name.to_string();
@@ -295,15 +311,17 @@ pub(crate) async fn deploy_over(
             name,
             Arc::new(LiveFunction::new(
                 result.release.clone(),
-                ready,
+                Arc::new(ready),
                 capabilities,
                 &shared.metrics,
             )),
         );
     }
-    shared.metrics.functions.set(functions.len() as i64);
+    env.routes.store(Arc::new(RouteTable::new(functions)));
+    shared
+        .metrics
+        .set_function_total(&shared.environments.load());
     shared.metrics.deploys.inc();
-    shared.routes.store(Arc::new(RouteTable::new(functions)));
     Ok(DeployResponse {
         functions: results,
         warnings,
@@ -311,28 +329,27 @@ pub(crate) async fn deploy_over(
 }
 
 /// Why a function's deploy is refused by vetting: imports beyond its policy (with strict
-/// vetting on) and audit mode on a production node.
-fn vetting_refusals(
-    shared: &Shared,
-    config: &FunctionConfig,
-    report: &VettingReport,
-) -> Vec<String> {
+/// vetting on) and audit mode in a production environment.
+fn vetting_refusals(rules: &Rules, config: &FunctionConfig, report: &VettingReport) -> Vec<String> {
     let name = &config.name;
     let mut refusals = Vec::new();
-    if shared.production && config.policy_mode == PolicyMode::Audit {
+    if rules.production && config.policy_mode == PolicyMode::Audit {
         refusals.push(format!(
             "function `{name}`: policy_mode = \"audit\" lets calls beyond the policy through, \
-             and this node serves production; remove policy_mode (the default enforces the policy)"
+             and this environment serves production; remove policy_mode (the default enforces the policy)"
         ));
     }
-    if shared.strict_vetting {
+    if rules.strict_vetting {
         refusals.extend(strict_vetting_refusals(config, report));
     }
     refusals
 }
 
 /// Imports the policy does not grant, refused when strict vetting is on.
-fn strict_vetting_refusals(config: &FunctionConfig, report: &VettingReport) -> Vec<String> {
+pub(crate) fn strict_vetting_refusals(
+    config: &FunctionConfig,
+    report: &VettingReport,
+) -> Vec<String> {
     let name = &config.name;
     report
         .not_granted()
@@ -345,17 +362,19 @@ fn strict_vetting_refusals(config: &FunctionConfig, report: &VettingReport) -> V
         .collect()
 }
 
-/// Loads what an environment served before a restart, from the cache where possible.
+/// Loads what an environment served before a restart, from the cache where possible;
+/// environments running the same artifact share its compiled code through `prepared`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn restore(
     store: &dyn ControlStore,
     runtime: &Runtime,
     metrics: &Metrics,
     capabilities: &PlatformCapabilities,
     environment: &str,
-    production: bool,
-    trusted: Option<&runway_signing::TrustedKeys>,
-) -> Result<(RouteTable, RestoreSummary), crate::NodeError> {
-    let mut summary = RestoreSummary::default();
+    rules: &Rules,
+    prepared: &mut std::collections::HashMap<Digest, Arc<runway_runtime::Prepared>>,
+    summary: &mut RestoreSummary,
+) -> Result<RouteTable, crate::NodeError> {
     let mut functions = BTreeMap::new();
     let revoked: Vec<String> = store
         .revoked_artifacts()?
@@ -364,32 +383,46 @@ pub(crate) fn restore(
         .collect();
     for release in store.current_releases(environment)? {
         let name = release.config.name.to_string();
-        // The deploy rule holds across restarts: a node started with --production does not
-        // serve a release deployed in audit mode before.
-        if production && release.config.policy_mode == PolicyMode::Audit {
+        // The deploy rules hold across restarts: a production environment does not serve a
+        // release deployed in audit mode before, nor one its trusted keys do not sign.
+        if rules.production && release.config.policy_mode == PolicyMode::Audit {
             summary.failed.push(failed_release(
                 &release,
-                "policy_mode = \"audit\" is refused on a production node; redeploy it without policy_mode",
+                "policy_mode = \"audit\" is refused in a production environment; redeploy it without policy_mode",
             ));
             continue;
         }
-        // So is the signing rule: a node restarted with --trusted-keys (or without a key it
-        // trusted before) does not serve releases those keys do not sign.
         let revoked_here = revoked.iter().any(|d| d == release.digest.as_str());
-        if trusted.is_some() && !revoked_here {
-            let admitted = crate::artifacts_api::admission(store, trusted, &release.digest)
-                .map_err(|err| StoreError::Corrupt(err.message))?;
+        if rules.trusted_keys.is_some() && !revoked_here {
+            let admitted = crate::artifacts_api::admission(
+                store,
+                rules.trusted_keys.as_ref(),
+                &release.digest,
+            )
+            .map_err(|err| StoreError::Corrupt(err.message))?;
             if let Err(why) = admitted {
                 summary.failed.push(failed_release(&release, why.as_str()));
                 continue;
             }
         }
         let digest = release.digest.clone();
-        let loaded = ready(runtime, metrics, &digest, || {
-            store.read_artifact(&digest)?.ok_or_else(|| {
-                ApiError::internal(format!("artifact {digest} is missing from the store"))
+        let loaded = match prepared.get(&digest) {
+            Some(ready) => Ok(ready.clone()),
+            None => ready(runtime, metrics, &digest, || {
+                store.read_artifact(&digest)?.ok_or_else(|| {
+                    ApiError::internal(format!("artifact {digest} is missing from the store"))
+                })
             })
-        });
+            .map(|(compiled, ready)| {
+                match compiled.loaded_from {
+                    LoadedFrom::Cache => summary.from_cache += 1,
+                    LoadedFrom::Compiled => summary.compiled += 1,
+                }
+                let ready = Arc::new(ready);
+                prepared.insert(digest.clone(), ready.clone());
+                ready
+            }),
+        };
         let loaded = loaded.and_then(|ready| {
             let capabilities = capabilities
                 .for_release(&release)
@@ -397,40 +430,34 @@ pub(crate) fn restore(
             Ok((ready, capabilities))
         });
         match loaded {
-            Ok(((compiled, prepared), capabilities)) => {
-                match compiled.loaded_from {
-                    LoadedFrom::Cache => summary.from_cache += 1,
-                    LoadedFrom::Compiled => summary.compiled += 1,
-                }
-                let revoked = revoked.iter().any(|d| d == release.digest.as_str());
-                let live = LiveFunction::new(release, prepared, capabilities, metrics);
+            Ok((ready, capabilities)) => {
+                let live = LiveFunction::new(release, ready, capabilities, metrics);
                 live.revoked
-                    .store(revoked, std::sync::atomic::Ordering::Release);
+                    .store(revoked_here, std::sync::atomic::Ordering::Release);
                 functions.insert(name, Arc::new(live));
             }
             Err(err) => {
-                tracing::error!(function = %name, release = release.number, error = %err.message, "cannot serve function after restart");
+                tracing::error!(environment, function = %name, release = release.number, error = %err.message, "cannot serve function after restart");
                 summary.failed.push(failed_release(&release, &err.message));
             }
         }
     }
-    metrics.functions.set(functions.len() as i64);
-    Ok((RouteTable::new(functions), summary))
+    Ok(RouteTable::new(functions))
 }
 
 fn failed_release(release: &Release, why: &str) -> String {
     format!(
-        "{} (release {}): {why}",
-        release.config.name, release.number
+        "{} (release {} in {}): {why}",
+        release.config.name, release.number, release.environment
     )
 }
 
 /// How a node came back after a restart.
 #[derive(Debug, Default, Clone)]
 pub struct RestoreSummary {
-    /// Functions whose compiled code came from the cache.
+    /// Artifacts whose compiled code came from the cache.
     pub from_cache: usize,
-    /// Functions that had to be compiled (cache missing or from another engine).
+    /// Artifacts that had to be compiled (cache missing or from another engine).
     pub compiled: usize,
     /// Functions that could not be served, with the reason.
     pub failed: Vec<String>,
@@ -453,24 +480,18 @@ pub struct RollbackResponse {
 /// being brought back (routes against the functions deployed since, production rules).
 pub(crate) async fn rollback(
     shared: Arc<Shared>,
+    env: &Arc<Environment>,
     name: String,
     to: Option<u32>,
 ) -> Result<RollbackResponse, ApiError> {
     let _serialised = shared.deploy_lock.lock().await;
-    let current = shared.routes.load_full();
-    let live = current.functions.get(&name).cloned().ok_or_else(|| {
-        ApiError::not_found(
-            "no_such_function",
-            format!(
-                "no function named `{name}` is deployed in environment `{}`; `runway ls` lists them",
-                shared.environment
-            ),
-        )
-    })?;
+    env.check_present()?;
+    let current = env.routes.load_full();
+    let live = env.function(&name)?;
     let from = live.release.number;
     let releases = {
-        let (shared, name) = (shared.clone(), name.clone());
-        tokio::task::spawn_blocking(move || shared.store.releases(&shared.environment, &name))
+        let (store, env, name) = (shared.store.clone(), env.name.clone(), name.clone());
+        tokio::task::spawn_blocking(move || store.releases(&env, &name))
             .await
             .map_err(|err| ApiError::internal(format!("rollback task failed: {err}")))??
     };
@@ -514,11 +535,11 @@ pub(crate) async fn rollback(
         ));
     }
     let admitted = {
-        let (shared, digest) = (shared.clone(), target.digest.clone());
+        let (store, env, digest) = (shared.store.clone(), env.clone(), target.digest.clone());
         tokio::task::spawn_blocking(move || {
             crate::artifacts_api::admission(
-                shared.store.as_ref(),
-                shared.trusted_keys.as_ref(),
+                store.as_ref(),
+                env.rules.trusted_keys.as_ref(),
                 &digest,
             )
         })
@@ -528,17 +549,7 @@ pub(crate) async fn rollback(
     if let Err(why) = admitted {
         problems.push(why);
     }
-    if shared.strict_vetting
-        && let Some(report) = &target.vetting
-    {
-        problems.extend(strict_vetting_refusals(&target.config, report));
-    }
-    if shared.production && target.config.policy_mode == PolicyMode::Audit {
-        problems.push(format!(
-            "release {} runs in policy audit mode, which this production node refuses",
-            target.number
-        ));
-    }
+    problems.extend(env.rules.refusals(&target));
     if !problems.is_empty() {
         return Err(ApiError::unprocessable(
             "invalid_configuration",
@@ -563,7 +574,7 @@ pub(crate) async fn rollback(
             .for_release(&release)
             .map_err(|err| ApiError::internal(err.to_string()))?;
         if !worker.store.switch_release(
-            &worker.environment,
+            &release.environment,
             release.config.name.as_str(),
             release.number,
         )? {
@@ -581,12 +592,12 @@ pub(crate) async fn rollback(
         name.clone(),
         Arc::new(LiveFunction::new(
             target.clone(),
-            prepared,
+            Arc::new(prepared),
             capabilities,
             &shared.metrics,
         )),
     );
-    shared.routes.store(Arc::new(RouteTable::new(functions)));
+    env.routes.store(Arc::new(RouteTable::new(functions)));
     Ok(RollbackResponse {
         function: name,
         from,

@@ -75,7 +75,21 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
         );
     }
     strip_platform_headers(request.headers_mut());
-    let routes = shared.routes.load();
+    let environments = shared.environments.load();
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().host());
+    let env = match environments.for_host(host, &shared.env_domains) {
+        crate::environments::HostMatch::Found(env) => env.clone(),
+        crate::environments::HostMatch::Unknown(label) => {
+            let (status, text) = crate::environments::unknown_host_answer(label);
+            return plain(status, text);
+        }
+    };
+    drop(environments);
+    let routes = env.routes.load();
     let (function, auth) = match routes.lookup(request.method().as_str(), request.uri().path()) {
         RouteMatch::Found(function, auth) => (function.clone(), auth),
         RouteMatch::WrongMethod(allowed) => {
@@ -105,7 +119,7 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let keys = shared.api_keys.load();
+        let keys = env.api_keys.load();
         match invocation::check_caller(auth, &function, &keys, authorization, crate::auth::now_ms())
         {
             Err(refusal) => return refused(shared, &function, refusal),

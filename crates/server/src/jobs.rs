@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
@@ -21,8 +21,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::admin::{InvokeRequest, blocking, live_function};
+use crate::admin::{InvokeRequest, blocking};
 use crate::auth::{AuditNote, noted, now_ms};
+use crate::environments::Environment;
 use crate::error::ApiError;
 use crate::live::LiveFunction;
 
@@ -87,11 +88,12 @@ fn new_job(
 /// `POST /v1/functions/{name}/enqueue`: stores the job, then answers 202 with its id.
 pub(crate) async fn enqueue(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
     request: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = crate::admin::json_body(request, "enqueue")?;
-    let live = live_function(&shared, &name)?;
+    let live = env.function(&name)?;
     if live.release.config.queue.is_none() {
         return Err(ApiError::unprocessable(
             "no_queue_trigger",
@@ -264,6 +266,7 @@ pub(crate) async fn enqueue_request(
 /// `GET /v1/jobs`.
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Query(query): Query<JobsQuery>,
 ) -> Result<Json<JobsResponse>, ApiError> {
     let states = match query.state.as_deref() {
@@ -283,8 +286,7 @@ pub(crate) async fn list(
             .collect::<Result<_, _>>()?,
     };
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let jobs =
-        blocking(move || Ok(shared.store.jobs(&shared.environment, &states, limit)?)).await?;
+    let jobs = blocking(move || Ok(shared.store.jobs(&env.name, &states, limit)?)).await?;
     Ok(Json(JobsResponse { jobs }))
 }
 
@@ -298,6 +300,7 @@ fn no_such_job(id: &str) -> ApiError {
 /// `GET /v1/jobs/{id}`.
 pub(crate) async fn show(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     let lookup = id.clone();
@@ -305,7 +308,7 @@ pub(crate) async fn show(
         Ok(shared
             .store
             .job(&lookup)?
-            .filter(|j| j.environment == shared.environment))
+            .filter(|j| j.environment == env.name))
     })
     .await?;
     job.map(Json).ok_or_else(|| no_such_job(&id))
@@ -314,6 +317,7 @@ pub(crate) async fn show(
 /// `POST /v1/jobs/{id}/retry`: a dead-lettered job goes back to pending with fresh attempts.
 pub(crate) async fn retry(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let lookup = id.clone();
@@ -323,7 +327,7 @@ pub(crate) async fn retry(
             let Some(job) = shared
                 .store
                 .job(&lookup)?
-                .filter(|j| j.environment == shared.environment)
+                .filter(|j| j.environment == env.name)
             else {
                 return Ok(None);
             };
@@ -354,12 +358,10 @@ pub(crate) async fn retry(
 
 /// Runs due jobs until `stop`; first puts back jobs a previous process left running.
 pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
-    let environment = shared.environment.clone();
     {
         let shared = shared.clone();
-        let env = environment.clone();
         let requeued = tokio::task::spawn_blocking(move || {
-            shared.store.requeue_abandoned(&env, i64::MAX, now_ms())
+            shared.store.requeue_abandoned(None, i64::MAX, now_ms())
         })
         .await;
         match requeued {
@@ -382,15 +384,14 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
             }
             let claimed = {
                 let shared = shared.clone();
-                let env = environment.clone();
                 tokio::task::spawn_blocking(move || {
                     let now = now_ms();
                     if check_leases {
-                        shared.store.requeue_abandoned(&env, now, now)?;
+                        shared.store.requeue_abandoned(None, now, now)?;
                     }
                     shared
                         .store
-                        .claim_jobs(&env, now, now + LEASE.as_millis() as i64, free)
+                        .claim_jobs(None, now, now + LEASE.as_millis() as i64, free)
                 })
                 .await
             };
@@ -424,15 +425,19 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
 /// Runs one attempt and records how it ended.
 async fn run(shared: &Arc<Shared>, job: Job) {
     let now = now_ms();
-    let live = shared.routes.load().functions.get(&job.function).cloned();
+    let live = shared
+        .environments
+        .load()
+        .get(&job.environment)
+        .and_then(|env| env.routes.load().functions.get(&job.function).cloned());
     let update = match live {
         None => JobUpdate {
             state: JobState::Dead,
             attempts: job.attempts,
             next_run_at_ms: now,
             last_error: Some(format!(
-                "function `{}` is no longer deployed in this environment",
-                job.function
+                "function `{}` is no longer deployed in environment `{}`",
+                job.function, job.environment
             )),
             result: None,
         },
@@ -625,23 +630,41 @@ fn schedule_key(schedule: &ScheduleTrigger) -> String {
 
 /// Claims due ticks of every live schedule until `stop`.
 pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
-    // Next tick per (function, schedule key), and whether it is a missed tick's catch-up.
-    let mut next: HashMap<(String, String), (i64, bool)> = HashMap::new();
+    // Next tick per (environment, function, schedule key), and whether it is a missed tick's
+    // catch-up.
+    let mut next: HashMap<(String, String, String), (i64, bool)> = HashMap::new();
     loop {
-        let functions = shared.routes.load().functions.clone();
+        let functions: Vec<Arc<LiveFunction>> = shared
+            .environments
+            .load()
+            .all()
+            .flat_map(|env| {
+                env.routes
+                    .load()
+                    .functions
+                    .values()
+                    .filter(|f| !f.release.config.schedules.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let now = now_ms();
         let mut seen = Vec::new();
-        for function in functions.values() {
+        for function in &functions {
             if function.expires_at_ms.is_some_and(|at| at <= now) {
                 continue;
             }
             for trigger in &function.release.config.schedules {
-                let key = (function.name().to_owned(), schedule_key(trigger));
+                let key = (
+                    function.release.environment.clone(),
+                    function.name().to_owned(),
+                    schedule_key(trigger),
+                );
                 seen.push(key.clone());
                 let (due, catch_up) = match next.get(&key) {
                     Some(due) => *due,
                     None => {
-                        let first = first_tick(&shared, function, trigger, &key.1, now).await;
+                        let first = first_tick(&shared, function, trigger, &key.2, now).await;
                         next.insert(key.clone(), first);
                         first
                     }
@@ -653,7 +676,7 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
                 let tick = trigger
                     .latest_tick_at_or_before(now)
                     .map_or(due, |latest| latest.max(due));
-                fire(&shared, function, trigger, &key.1, tick, catch_up, now).await;
+                fire(&shared, function, trigger, &key.2, tick, catch_up, now).await;
                 let following = trigger.next_tick_after(now).unwrap_or(i64::MAX);
                 next.insert(key, (following, false));
             }
@@ -679,7 +702,7 @@ async fn first_tick(
     let last = {
         let store = shared.store.clone();
         let (env, name, key) = (
-            shared.environment.clone(),
+            function.release.environment.clone(),
             function.name().to_owned(),
             key.to_owned(),
         );

@@ -12,6 +12,7 @@ mod artifacts_api;
 mod auth;
 mod capabilities;
 mod deploy;
+mod environments;
 mod error;
 pub mod gateway;
 mod invocation;
@@ -42,12 +43,15 @@ pub use access_api::{
 };
 pub use admin::{
     CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
-    ReleaseInfo, RollbackRequest,
+    PromoteRequest, PromoteResponse, ReleaseInfo, RollbackRequest,
 };
 pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
 pub use auth::{AccessError, Bootstrap};
 pub use capabilities::CapabilityError;
 pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary, RollbackResponse};
+pub use environments::{
+    CreateEnvironmentRequest, CreatedEnvironment, EnvironmentInfo, RemovedEnvironment,
+};
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::EXPIRY_WARNING;
@@ -59,7 +63,6 @@ pub use runway_store::{ControlAuditRecord, Job, JobState};
 pub use runway_store::{Digest, LogEntry, Usage};
 
 use capabilities::PlatformCapabilities;
-use live::RouteTable;
 use metrics::Metrics;
 
 /// Refusals of callers without a known token written to the audit log, at most.
@@ -86,11 +89,15 @@ pub struct NodeConfig {
     pub max_request_body: u64,
     /// Engine settings; its cache folder is set from `data_dir`.
     pub runtime: RuntimeConfig,
-    /// Environment this node serves.
+    /// The node's home environment: served on plain host names, never removed.
     pub environment: String,
-    /// Refuse deploys whose component imports a capability its policy does not grant.
+    /// Domains under which `NAME.<domain>` reaches environment NAME (`NAME.localhost`
+    /// always does).
+    pub env_domains: Vec<String>,
+    /// Home environment: refuse deploys whose component imports a capability its policy
+    /// does not grant.
     pub strict_vetting: bool,
-    /// This node serves production: functions in policy audit mode are refused.
+    /// Home environment: serves production, so functions in policy audit mode are refused.
     pub production: bool,
     /// The key that seals secrets at rest (created if missing); default `<data_dir>/secrets.key`.
     pub secret_key_file: Option<PathBuf>,
@@ -102,8 +109,8 @@ pub struct NodeConfig {
     pub auth: bool,
     /// The bootstrap admin token to store on first start instead of generating one.
     pub bootstrap_token: Option<String>,
-    /// Public keys this node trusts; when set, every deployed artifact must carry a
-    /// signature by one of them.
+    /// Public keys the home environment trusts; when set, every artifact deployed to it
+    /// must carry a signature by one of them.
     pub trusted_keys: Option<PathBuf>,
 }
 
@@ -118,6 +125,7 @@ impl NodeConfig {
             pricing: Pricing::default(),
             max_request_body: 6 << 20,
             environment: runway_store::DEFAULT_ENVIRONMENT.to_owned(),
+            env_domains: Vec::new(),
             strict_vetting: false,
             production: false,
             secret_key_file: None,
@@ -145,6 +153,9 @@ pub enum NodeError {
     /// Control-plane access could not be set up.
     #[error(transparent)]
     Access(#[from] AccessError),
+    /// The home environment's name is not a valid environment name.
+    #[error("--home-env: {0}")]
+    HomeEnvironment(String),
     /// The trusted-keys file could not be used.
     #[error("--trusted-keys: {0}")]
     TrustedKeys(#[from] runway_signing::SigningError),
@@ -164,10 +175,14 @@ pub enum NodeError {
 
 /// State shared by the gateway and the admin API.
 pub(crate) struct Shared {
-    pub(crate) environment: String,
+    /// Every environment served, each with its routes, keys and rules.
+    pub(crate) environments: ArcSwap<environments::Environments>,
+    /// Domains whose subdomains name environments (beside `localhost`).
+    pub(crate) env_domains: Vec<String>,
+    /// Where the gateway listens.
+    pub(crate) gateway_addr: SocketAddr,
     pub(crate) store: Arc<dyn ControlStore>,
     pub(crate) runtime: Arc<Runtime>,
-    pub(crate) routes: ArcSwap<RouteTable>,
     pub(crate) meter: MeterHandle,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) pricing: Pricing,
@@ -176,18 +191,12 @@ pub(crate) struct Shared {
     pub(crate) in_flight: TaskTracker,
     pub(crate) request_ids: RequestIds,
     pub(crate) capabilities: PlatformCapabilities,
-    pub(crate) strict_vetting: bool,
-    pub(crate) production: bool,
     /// Whether admin API calls need a token.
     pub(crate) auth: bool,
-    /// API keys of this environment, by hash.
-    pub(crate) api_keys: ArcSwap<invocation::ApiKeyTable>,
     /// Wakes the job worker when a job is enqueued.
     pub(crate) job_ready: tokio::sync::Notify,
     /// Serialises changes to tokens and API keys with the reload of the key table.
     pub(crate) access_lock: std::sync::Mutex<()>,
-    /// Keys whose signatures deploys require, if any.
-    pub(crate) trusted_keys: Option<runway_signing::TrustedKeys>,
     /// How many refusals of callers without a known token are written to the audit log.
     pub(crate) anonymous_refusals: runway_access::RateLimiter,
 }
@@ -262,6 +271,7 @@ impl Node {
     /// Opens the store, restores the functions it served, binds both listeners and starts
     /// serving. Returns once the sockets are bound.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        environments::check_name(&config.environment).map_err(NodeError::HomeEnvironment)?;
         if !config.auth && !config.admin_listen.ip().is_loopback() {
             return Err(AccessError::InsecureAdmin(config.admin_listen).into());
         }
@@ -280,11 +290,6 @@ impl Node {
         } else {
             Bootstrap::Disabled
         };
-        let api_keys = invocation::ApiKeyTable::load(
-            store.as_ref(),
-            &config.environment,
-            &invocation::ApiKeyTable::default(),
-        )?;
         let mut runtime_config = config.runtime.clone();
         runtime_config.cache_dir = config.data_dir.join("cache");
         let runtime = Arc::new(Runtime::new(runtime_config)?);
@@ -301,30 +306,33 @@ impl Node {
             store.clone(),
             metrics.clone(),
         )?);
-        let (routes, restored) = {
-            let production = config.production;
-            let (store, runtime, metrics, env, capabilities) = (
+        let (environments, restored) = {
+            let home_rules = environments::Rules {
+                trusted_keys,
+                strict_vetting: config.strict_vetting,
+                production: config.production,
+            };
+            let (store, runtime, metrics, home, capabilities) = (
                 store.clone(),
                 runtime.clone(),
                 metrics.clone(),
                 config.environment.clone(),
                 capabilities.clone(),
             );
-            let trusted = trusted_keys.clone();
             tokio::task::spawn_blocking(move || {
-                deploy::restore(
+                environments::restore_all(
                     store.as_ref(),
                     &runtime,
                     &metrics,
                     &capabilities,
-                    &env,
-                    production,
-                    trusted.as_ref(),
+                    &home,
+                    home_rules,
                 )
             })
             .await
             .expect("restore task panicked")?
         };
+        metrics.set_function_total(&environments);
         let capabilities = Arc::into_inner(capabilities).expect("restore released its handle");
         let sink = store.record_sink()?;
         let meter = {
@@ -340,10 +348,11 @@ impl Node {
         let gateway_addr = gateway.local_addr().expect("bound socket has an address");
         let admin_addr = admin.local_addr().expect("bound socket has an address");
         let shared = Arc::new(Shared {
-            environment: config.environment.clone(),
+            environments: ArcSwap::from_pointee(environments),
+            env_domains: config.env_domains.clone(),
+            gateway_addr,
             store,
             runtime,
-            routes: ArcSwap::from_pointee(routes),
             meter: meter.handle(),
             metrics,
             pricing: config.pricing,
@@ -352,13 +361,9 @@ impl Node {
             in_flight: TaskTracker::new(),
             request_ids: RequestIds::new(),
             capabilities,
-            strict_vetting: config.strict_vetting,
-            production: config.production,
             auth: config.auth,
-            api_keys: ArcSwap::from_pointee(api_keys),
             job_ready: tokio::sync::Notify::new(),
             access_lock: std::sync::Mutex::new(()),
-            trusted_keys,
             anonymous_refusals: runway_access::RateLimiter::new(ANONYMOUS_REFUSALS_AUDITED),
         });
         let stop = CancellationToken::new();
@@ -427,7 +432,7 @@ impl Node {
         self.shared
             .store
             .append_control_audit(&runway_store::ControlAuditRecord::now(
-                &self.shared.environment,
+                &self.shared.environments.load().home.name,
                 "system",
                 "token.create",
                 record.id,
@@ -438,9 +443,16 @@ impl Node {
         Ok(secret)
     }
 
-    /// Number of functions served now.
+    /// Number of functions the home environment serves now.
     pub fn function_count(&self) -> usize {
-        self.shared.routes.load().functions.len()
+        self.shared
+            .environments
+            .load()
+            .home
+            .routes
+            .load()
+            .functions
+            .len()
     }
 
     /// Stops accepting, waits for requests in flight (up to [`DRAIN_TIMEOUT`]), then

@@ -33,8 +33,22 @@ pub(crate) async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let now = crate::auth::now_ms();
-        let functions = shared.routes.load().functions.clone();
-        for function in functions.values() {
+        crate::environments::remove_expired(&shared, now).await;
+        let functions: Vec<Arc<crate::live::LiveFunction>> = shared
+            .environments
+            .load()
+            .all()
+            .flat_map(|env| {
+                env.routes
+                    .load()
+                    .functions
+                    .values()
+                    .filter(|f| f.expires_at_ms.is_some())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for function in &functions {
             let Some(at) = function.expires_at_ms else {
                 continue;
             };
@@ -55,7 +69,10 @@ pub(crate) async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
                 continue;
             }
             let store = shared.store.clone();
-            let (name, env) = (function.name().to_owned(), shared.environment.clone());
+            let (name, env) = (
+                function.name().to_owned(),
+                function.release.environment.clone(),
+            );
             let marked =
                 tokio::task::spawn_blocking(move || -> Result<bool, runway_store::StoreError> {
                     let newly = store.retire(&env, &name, now)?;

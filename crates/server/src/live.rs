@@ -38,7 +38,7 @@ pub(crate) struct LiveFunction {
 impl LiveFunction {
     pub(crate) fn new(
         release: Release,
-        prepared: Prepared,
+        prepared: Arc<Prepared>,
         capabilities: Capabilities,
         metrics: &Metrics,
     ) -> LiveFunction {
@@ -91,7 +91,7 @@ impl LiveFunction {
             expires_at_ms,
             memory_mb: release.config.memory.mib_ceil(),
             limits,
-            prepared: Arc::new(prepared),
+            prepared,
             in_flight: metrics.in_flight.with_label_values(&labels),
             coldstarts: metrics.coldstarts.with_label_values(&labels),
             warm: AtomicBool::new(false),

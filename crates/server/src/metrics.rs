@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub(crate) in_flight: IntGaugeVec,
     pub(crate) memory_size: IntGaugeVec,
     pub(crate) functions: IntGauge,
+    environments: IntGauge,
     pub(crate) deploys: IntCounter,
     pub(crate) compiles: IntCounterVec,
     pub(crate) records_written: IntCounter,
@@ -94,8 +95,13 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
 impl Metrics {
     pub(crate) fn new() -> Metrics {
         let r = Registry::new();
-        let functions =
-            IntGauge::new("runway_functions", "Functions served by this node").expect("valid");
+        let functions = IntGauge::new(
+            "runway_functions",
+            "Functions served by this node, in every environment",
+        )
+        .expect("valid");
+        let environments = IntGauge::new("runway_environments", "Environments served by this node")
+            .expect("valid");
         let deploys = IntCounter::new("runway_deploys_total", "Deploys accepted by this node")
             .expect("valid");
         let records_written = IntCounter::new(
@@ -116,6 +122,7 @@ impl Metrics {
         .expect("valid");
         for metric in [
             Box::new(functions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(environments.clone()),
             Box::new(deploys.clone()),
             Box::new(records_written.clone()),
             Box::new(audit_dropped.clone()),
@@ -248,6 +255,7 @@ impl Metrics {
                 &["source"],
             ),
             functions,
+            environments,
             deploys,
             records_written,
             registry: r,
@@ -280,6 +288,48 @@ impl Metrics {
         self.gb_seconds.with_label_values(&labels);
         self.cost.with_label_values(&labels);
         self.in_flight.with_label_values(&labels);
+    }
+
+    /// Drops a removed function's series, so a deleted environment leaves nothing behind.
+    pub(crate) fn forget_function(&self, function: &str, environment: &str) {
+        let labels = [function, environment];
+        for status in InvocationStatus::ALL {
+            _ = self
+                .invocations
+                .remove_label_values(&[function, environment, status.as_str()]);
+        }
+        for vec in [&self.errors, &self.timeouts, &self.coldstarts] {
+            _ = vec.remove_label_values(&labels);
+        }
+        for vec in [&self.duration, &self.init_duration, &self.mem_usage] {
+            _ = vec.remove_label_values(&labels);
+        }
+        _ = self.gb_seconds.remove_label_values(&labels);
+        _ = self.cost.remove_label_values(&labels);
+        for vec in [
+            &self.in_flight,
+            &self.memory_size,
+            &self.expires_at,
+            &self.expiring_soon,
+            &self.retired,
+        ] {
+            _ = vec.remove_label_values(&labels);
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(function.to_owned(), environment.to_owned()));
+    }
+
+    /// Sets the function and environment gauges from what the node serves.
+    pub(crate) fn set_function_total(&self, environments: &crate::environments::Environments) {
+        let (mut envs, mut functions) = (0, 0);
+        for env in environments.all() {
+            envs += 1;
+            functions += env.routes.load().functions.len();
+        }
+        self.environments.set(envs);
+        self.functions.set(functions as i64);
     }
 
     /// Folds one invocation record into the series (called on the meter thread).

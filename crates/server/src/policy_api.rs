@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use bytes::Bytes;
 use runway_policy::{Attempt, Capability, Policy, SecretName};
 use runway_store::{AuditRecord, SecretInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::admin::{blocking, live_function};
+use crate::admin::blocking;
 use crate::capabilities::store_secret;
+use crate::environments::Environment;
 use crate::error::ApiError;
 
 /// A page of the audit log.
@@ -71,30 +72,9 @@ pub(crate) struct AuditQuery {
     limit: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EnvQuery {
-    #[serde(default)]
-    env: Option<String>,
-}
-
-/// The environment a request names; this node serves exactly one.
-fn environment(shared: &Shared, requested: Option<String>) -> Result<String, ApiError> {
-    match requested {
-        None => Ok(shared.environment.clone()),
-        Some(env) if env == shared.environment => Ok(env),
-        Some(env) => Err(ApiError::not_found(
-            "no_such_environment",
-            format!(
-                "environment `{env}` does not exist; this node serves `{}`",
-                shared.environment
-            ),
-        )),
-    }
-}
-
 pub(crate) async fn read_audit(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditResponse>, ApiError> {
     let after = query.after.unwrap_or(0);
@@ -102,7 +82,7 @@ pub(crate) async fn read_audit(
     let records = blocking(move || {
         Ok(shared
             .store
-            .audit(&shared.environment, query.function.as_deref(), after, limit)?)
+            .audit(&env.name, query.function.as_deref(), after, limit)?)
     })
     .await?;
     let next_after = records.last().map_or(after, |r| r.id);
@@ -114,9 +94,9 @@ pub(crate) async fn read_audit(
 
 pub(crate) async fn list_secrets(
     State(shared): State<Arc<Shared>>,
-    Query(query): Query<EnvQuery>,
+    Extension(env): Extension<Arc<Environment>>,
 ) -> Result<Json<SecretsResponse>, ApiError> {
-    let environment = environment(&shared, query.env)?;
+    let environment = env.name.clone();
     let env = environment.clone();
     let secrets = blocking(move || Ok(shared.store.secrets(&env)?)).await?;
     Ok(Json(SecretsResponse {
@@ -130,11 +110,12 @@ const MAX_SECRET_BYTES: usize = 64 << 10;
 
 pub(crate) async fn set_secret(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
-    Query(query): Query<EnvQuery>,
     body: Bytes,
 ) -> Result<Json<SecretInfo>, ApiError> {
-    let environment = environment(&shared, query.env)?;
+    env.check_present()?;
+    let environment = env.name.clone();
     let name = SecretName::parse(&name)
         .map_err(|err| ApiError::bad_request("invalid_secret_name", err.reason))?;
     if body.len() > MAX_SECRET_BYTES {
@@ -178,10 +159,11 @@ pub(crate) async fn set_secret(
 
 pub(crate) async fn sql_apply(
     State(shared): State<Arc<Shared>>,
-    Query(query): Query<EnvQuery>,
+    Extension(env): Extension<Arc<Environment>>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let environment = environment(&shared, query.env)?;
+    env.check_present()?;
+    let environment = env.name.clone();
     let sql = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("sql_not_text", "the SQL is not UTF-8 text".into()))?;
     let env = environment.clone();
@@ -205,10 +187,11 @@ pub(crate) async fn sql_apply(
 
 pub(crate) async fn sql_query(
     State(shared): State<Arc<Shared>>,
-    Query(query): Query<EnvQuery>,
+    Extension(env): Extension<Arc<Environment>>,
     body: Bytes,
 ) -> Result<Json<SqlRowsResponse>, ApiError> {
-    let environment = environment(&shared, query.env)?;
+    env.check_present()?;
+    let environment = env.name.clone();
     let sql = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("sql_not_text", "the SQL is not UTF-8 text".into()))?;
     let rows = blocking(move || {
@@ -243,9 +226,10 @@ pub(crate) async fn sql_query(
 
 pub(crate) async fn suggest_policy(
     State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
 ) -> Result<Json<SuggestResponse>, ApiError> {
-    let live = live_function(&shared, &name)?;
+    let live = env.function(&name)?;
     let current = live.release.config.policy.clone();
     let function = name.clone();
     let records = blocking(move || {
@@ -254,7 +238,7 @@ pub(crate) async fn suggest_policy(
         loop {
             let page = shared
                 .store
-                .audit(&shared.environment, Some(&function), after, 10_000)?;
+                .audit(&env.name, Some(&function), after, 10_000)?;
             let Some(last) = page.last() else { break };
             after = last.id;
             all.extend(page);

@@ -95,7 +95,8 @@ fn admin_tokens_are_checked_for_role_scope_expiry_and_revocation_and_every_actio
         &["403"],
     );
 
-    // A deployer scoped to staging cannot deploy to this prod node; one scoped to prod can.
+    // A deployer scoped to staging cannot deploy to prod; one scoped to prod can.
+    node.cli(&["env", "create", "staging"]).ok();
     let staging = create_token(&node, &["--role", "deployer", "--env", "staging"]);
     refused(
         &node,
@@ -117,7 +118,7 @@ fn admin_tokens_are_checked_for_role_scope_expiry_and_revocation_and_every_actio
         &["403"],
     );
 
-    // A scoped admin is refused outright by a node of another environment.
+    // A scoped admin is refused outright in another environment.
     let staging_admin = create_token(&node, &["--role", "admin", "--env", "staging"]);
     refused(
         &node,

@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod deploy;
+mod environments;
 mod lifecycle;
 mod limits;
 mod metering;

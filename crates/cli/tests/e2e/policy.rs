@@ -870,6 +870,7 @@ fn a_production_node_does_not_restore_a_function_in_audit_mode() {
     let node = TestNode::start(&data, &["--production"]);
     assert_eq!(node.get("/escalate/kv-keys").status(), 404);
     node.eventually("the refusal is reported at start", || {
-        node.output().contains("refused on a production node")
+        node.output()
+            .contains("refused in a production environment")
     });
 }

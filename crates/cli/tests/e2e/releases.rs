@@ -286,7 +286,7 @@ fn a_node_with_trusted_keys_deploys_only_signed_artifacts_and_a_revoked_digest_s
         .cli(&["revoke", &digest, "--reason", "CVE-2026-0001"])
         .ok()
         .to_owned();
-    assert!(out.contains("stopped at once (503): hello"), "{out}");
+    assert!(out.contains("stopped at once (503): prod/hello"), "{out}");
     let stopped = node.get("/hello");
     assert_eq!(stopped.status(), 503);
     assert!(node.cli(&["ls"]).ok().contains("1 (revoked)"));
@@ -354,7 +354,8 @@ fn a_node_restarted_with_trusted_keys_does_not_serve_unsigned_releases() {
     let trusted = team.with_extension("pub");
     let node = TestNode::start(&data, &["--trusted-keys", trusted.to_str().unwrap()]);
     node.eventually("the node says why it does not serve hello", || {
-        node.output().contains("cannot serve hello (release 1)")
+        node.output()
+            .contains("cannot serve hello (release 1 in prod)")
             && node.output().contains("it is not signed")
     });
     assert_eq!(node.get("/hello").status(), 404);
