@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo run --release -p runway-bench` (see docs/BENCHMARKS.md for options).
 
+mod envs;
 mod sql;
 
 use std::net::TcpListener;
@@ -52,6 +53,12 @@ struct Args {
     /// Only measure the SQL authorizer overhead (no servers, no wrk).
     #[arg(long)]
     sql_only: bool,
+    /// Skip the environment creation measurement.
+    #[arg(long)]
+    skip_envs: bool,
+    /// Only measure environment creation (no wrk).
+    #[arg(long)]
+    envs_only: bool,
     /// Runs a native hyper hello server on ADDR (used by the harness itself).
     #[arg(long, hide = true)]
     native_server: Option<String>,
@@ -99,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         .runway_bin
         .clone()
         .unwrap_or_else(|| root.join("target/release/runway"));
+    if args.envs_only {
+        return envs::run(&root, &runway, args.rounds.max(1) * 10);
+    }
     let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
     println!("# Runway benchmark, {}", humanish_now());
     println!(
@@ -191,6 +201,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_deploy {
         deploy_times(&root, &runway, &args.extra)?;
+    }
+    if !args.skip_envs {
+        envs::run(&root, &runway, args.rounds.max(1) * 10)?;
     }
     if !args.skip_sql {
         sql_report(args.rounds)?;
