@@ -94,8 +94,7 @@ pub fn run(root: &Path, runway: &Path, rounds: u32) -> anyhow::Result<()> {
         bail!("applying the orders schema failed");
     }
     println!(
-        "\n## Environments: create from an environment of {FUNCTIONS} functions (SQL schema of the orders example), {} rounds",
-        rounds
+        "\n## Environments: create from an environment of {FUNCTIONS} functions (SQL schema of the orders example), {rounds} rounds"
     );
     println!(
         "| variant | admin API round trip p50 | p90 | node-side p50 | remove p50 | first request in the new environment |"

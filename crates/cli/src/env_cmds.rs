@@ -81,6 +81,11 @@ pub struct PromoteArgs {
     pub server: ServerArgs,
 }
 
+/// `1 function`, `2 functions`.
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// A duration for tables, to the minute.
 fn span(ms: i64) -> String {
     let minutes = (ms.max(0) / 60_000) as u64;
@@ -153,16 +158,16 @@ pub fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
             let env = &created.environment;
             match &from {
                 Some(from) => println!(
-                    "created environment {} from {from} in {:.1} ms: {} functions serving (shared by digest), SQL schema{}, {} secrets copied",
+                    "created environment {} from {from} in {:.1} ms: {} serving (shared by digest), SQL schema{}, {} copied",
                     env.name,
                     created.took_ms,
-                    created.copied_functions,
+                    count(created.copied_functions, "function"),
                     if created.copied_data {
                         " and data, key-value data"
                     } else {
                         " (no rows)"
                     },
-                    created.copied_secrets
+                    count(created.copied_secrets, "secret")
                 ),
                 None => println!(
                     "created empty environment {} in {:.1} ms",
@@ -228,8 +233,9 @@ pub fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
             let removed: RemovedEnvironment =
                 client.json(client.delete(&format!("/v1/envs/{name}")))?;
             println!(
-                "removed environment {} with its {} functions, data, secrets, API keys and tokens",
-                removed.name, removed.functions
+                "removed environment {} with its {}, data, secrets, API keys and tokens",
+                removed.name,
+                count(removed.functions, "function")
             );
         }
     }

@@ -153,12 +153,18 @@ async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
         "runway: admin API listening on http://{}",
         node.admin_addr()
     );
+    let others = node.environment_count() - 1;
     println!(
-        "runway: serving {} functions from {} ({} compiled code from cache, {} compiled now)",
+        "runway: serving {} functions from {} ({} compiled code from cache, {} compiled now){}",
         node.function_count(),
         args.data_dir.display(),
         restored.from_cache,
-        restored.compiled
+        restored.compiled,
+        if others > 0 {
+            format!("; {others} more environments (`runway env ls`)")
+        } else {
+            String::new()
+        }
     );
     for failed in &restored.failed {
         println!("runway: cannot serve {failed}");

@@ -443,6 +443,11 @@ impl Node {
         Ok(secret)
     }
 
+    /// Number of environments served now, the home one included.
+    pub fn environment_count(&self) -> usize {
+        self.shared.environments.load().all().count()
+    }
+
     /// Number of functions the home environment serves now.
     pub fn function_count(&self) -> usize {
         self.shared

@@ -65,7 +65,7 @@ fn environments_are_isolated_both_ways_and_removal_takes_everything() {
         .to_owned();
     assert!(
         created.contains("created environment dev from prod")
-            && created.contains("1 functions serving")
+            && created.contains("1 function serving")
             && created.contains("0 secrets copied")
             && created.contains("http://dev.localhost:"),
         "{created}"
@@ -199,6 +199,31 @@ fn environments_are_isolated_both_ways_and_removal_takes_everything() {
         runway_as(&["env", "rm", "dev"], &node.admin, Some(&token))
             .failed()
             .contains("needs a token for every environment")
+    );
+
+    // API keys: one made in dev is dev's alone.
+    let key = node
+        .cli(&[
+            "key",
+            "create",
+            "--function",
+            "escalate",
+            "--env",
+            "dev",
+            "--json",
+        ])
+        .json();
+    let id = key["key"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        node.cli(&["key", "ls", "--env", "dev", "--json"])
+            .ok()
+            .contains(&id)
+    );
+    assert!(!node.cli(&["key", "ls", "--json"]).ok().contains(&id));
+    assert!(
+        node.cli(&["key", "revoke", &id])
+            .failed()
+            .contains("no unrevoked API key")
     );
 
     let listed = node.cli(&["env", "ls"]).ok().to_owned();
