@@ -174,6 +174,24 @@ impl Environments {
         self.by_name.values()
     }
 
+    /// The live functions of every environment that `keep` selects.
+    pub(crate) fn functions_where(
+        &self,
+        keep: impl Fn(&LiveFunction) -> bool,
+    ) -> Vec<Arc<LiveFunction>> {
+        self.all()
+            .flat_map(|env| {
+                env.routes
+                    .load()
+                    .functions
+                    .values()
+                    .filter(|f| keep(f))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn with(&self, added: Arc<Environment>) -> Environments {
         let mut by_name = self.by_name.clone();
         by_name.insert(added.name.clone(), added);

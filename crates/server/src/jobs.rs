@@ -634,20 +634,10 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
     // catch-up.
     let mut next: HashMap<(String, String, String), (i64, bool)> = HashMap::new();
     loop {
-        let functions: Vec<Arc<LiveFunction>> = shared
+        let functions = shared
             .environments
             .load()
-            .all()
-            .flat_map(|env| {
-                env.routes
-                    .load()
-                    .functions
-                    .values()
-                    .filter(|f| !f.release.config.schedules.is_empty())
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+            .functions_where(|f| !f.release.config.schedules.is_empty());
         let now = now_ms();
         let mut seen = Vec::new();
         for function in &functions {

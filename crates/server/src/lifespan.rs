@@ -34,20 +34,10 @@ pub(crate) async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
         }
         let now = crate::auth::now_ms();
         crate::environments::remove_expired(&shared, now).await;
-        let functions: Vec<Arc<crate::live::LiveFunction>> = shared
+        let functions = shared
             .environments
             .load()
-            .all()
-            .flat_map(|env| {
-                env.routes
-                    .load()
-                    .functions
-                    .values()
-                    .filter(|f| f.expires_at_ms.is_some())
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+            .functions_where(|f| f.expires_at_ms.is_some());
         for function in &functions {
             let Some(at) = function.expires_at_ms else {
                 continue;
