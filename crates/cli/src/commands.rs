@@ -246,6 +246,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
             vec![
                 f.name.clone(),
                 f.memory.to_string(),
+                format!("{:.0}%", f.cpu_share * 100.0),
                 f.timeout.to_string(),
                 if f.revoked {
                     format!("{} (revoked)", f.release)
@@ -270,6 +271,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         &[
             "NAME",
             "MEMORY",
+            "CPU",
             "TIMEOUT",
             "RELEASE",
             "TRIGGERS",

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Linear memory kept mapped between instances in a pool slot (faster reuse, more RSS).
     #[arg(long, env = "RUNWAY_MEMORY_KEEP_RESIDENT", default_value = "2MiB")]
     pub memory_keep_resident: ByteSize,
+    /// Memory size that buys one full core: a smaller function gets a proportional share of
+    /// one, as on AWS Lambda ("off": every function gets a full core).
+    #[arg(long, env = "RUNWAY_CPU_FULL_CORE_AT", default_value = "1769MiB", value_parser = parse_full_core)]
+    pub cpu_full_core_at: u64,
     /// Instances that may run at once across all functions.
     #[arg(long, env = "RUNWAY_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
@@ -81,6 +85,20 @@ pub struct ServeArgs {
     pub trusted_keys: Option<PathBuf>,
 }
 
+/// `--cpu-full-core-at`: a memory size, or `off` (0).
+fn parse_full_core(text: &str) -> Result<u64, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(0);
+    }
+    let size: ByteSize = text.parse()?;
+    if size.bytes() < 64 << 20 {
+        return Err(format!(
+            "{text} is too small: a full core must take at least 64MiB (or `off`)"
+        ));
+    }
+    Ok(size.bytes())
+}
+
 impl ServeArgs {
     fn node_config(&self) -> NodeConfig {
         let mut config = NodeConfig::new(self.data_dir.clone());
@@ -93,6 +111,7 @@ impl ServeArgs {
         config.max_request_body = self.max_request_body.bytes();
         config.runtime.max_artifact_bytes = self.max_artifact_size.bytes();
         config.runtime.memory_keep_resident = self.memory_keep_resident.bytes();
+        config.runtime.cpu_full_core_bytes = self.cpu_full_core_at;
         config.runtime.max_instances = self.max_instances;
         config.strict_vetting = self.strict_vetting;
         config.production = self.production;

@@ -172,6 +172,36 @@ pub struct FunctionConfig {
     /// When the function stops serving (410 Gone) and is retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<Expiry>,
+    /// How much CPU it gets: a share growing with its memory (the default), or a full core.
+    #[serde(default, skip_serializing_if = "Cpu::is_proportional")]
+    pub cpu: Cpu,
+}
+
+/// A function's CPU: `cpu = "proportional"` (the default: a share of one core that grows
+/// with its memory size, a full core at 1,769 MiB, as on AWS Lambda) or `"unthrottled"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cpu {
+    /// A share of one core proportional to the memory size.
+    #[default]
+    Proportional,
+    /// A full core whatever the memory size (for latency-critical functions; the node's
+    /// operator pays for the CPU the memory price does not cover).
+    Unthrottled,
+}
+
+impl Cpu {
+    fn is_proportional(&self) -> bool {
+        *self == Cpu::Proportional
+    }
+
+    /// The name as written in the manifest.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Cpu::Proportional => "proportional",
+            Cpu::Unthrottled => "unthrottled",
+        }
+    }
 }
 
 fn is_enforce(mode: &PolicyMode) -> bool {
@@ -195,6 +225,7 @@ impl FunctionConfig {
             jwt: None,
             max_concurrency: None,
             expires: None,
+            cpu: Cpu::Proportional,
         }
     }
 
@@ -318,6 +349,8 @@ struct RawFunction {
     max_concurrency: Option<u32>,
     #[serde(default)]
     expires: Option<Expiry>,
+    #[serde(default)]
+    cpu: Cpu,
 }
 
 fn default_memory() -> ByteSize {
@@ -455,6 +488,7 @@ impl Manifest {
                         jwt,
                         max_concurrency: f.max_concurrency,
                         expires: f.expires,
+                        cpu: f.cpu,
                     },
                 }
             })

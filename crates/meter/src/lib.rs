@@ -246,6 +246,9 @@ pub struct InvocationRecord {
     /// Why it failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Time the guest was paused for having used its CPU share (CPU follows memory).
+    #[serde(default)]
+    pub cpu_throttled_us: u64,
 }
 
 impl InvocationRecord {
@@ -328,6 +331,7 @@ mod tests {
     #[test]
     fn report_line_has_lambda_shape() {
         let record = InvocationRecord {
+            cpu_throttled_us: 0,
             request_id: "r-1".into(),
             environment: "prod".into(),
             function: "hello".into(),

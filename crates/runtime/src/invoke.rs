@@ -25,6 +25,7 @@ pub use runway_meter::InvocationStatus as Status;
 
 use crate::Runtime;
 use crate::artifact::Prepared;
+use crate::cpu::{CpuShare, CpuThrottle};
 use crate::limits::MemoryLimiter;
 use crate::output::CapturedOutput;
 use crate::state::InstanceState;
@@ -43,6 +44,8 @@ pub struct Limits {
     pub env: Arc<[(String, String)]>,
     /// What the release's policy lets it reach beyond HTTP.
     pub capabilities: Arc<Capabilities>,
+    /// Its share of one core ([`CpuShare::for_memory`], or unthrottled).
+    pub cpu: CpuShare,
 }
 
 /// A release's host capabilities, each already bound to the release's policy guard. A
@@ -93,6 +96,8 @@ pub struct Outcome {
     pub stderr: Vec<u8>,
     /// Output bytes dropped past the capture limit.
     pub output_dropped: u64,
+    /// Time the guest was paused for having used its CPU share.
+    pub cpu_throttled: Duration,
 }
 
 /// An invocation that produced no response; its [`Outcome`] was still reported.
@@ -168,22 +173,23 @@ impl Runtime {
                     sql: SqlHost::new(capabilities.sql.clone(), deadline),
                     kv: KvHost::new(capabilities.kv.clone()),
                     config: ConfigHost::new(capabilities.config.clone()),
+                    cpu: CpuThrottle::new(limits.cpu, start),
                 };
                 let mut store = Store::new(prepared.pre.engine(), state);
                 store.limiter(|state| &mut state.limiter);
                 store.set_epoch_deadline(1);
-                store.epoch_deadline_callback(move |_| {
-                    if Instant::now() >= deadline {
+                store.epoch_deadline_callback(move |mut context| {
+                    let now = Instant::now();
+                    if now >= deadline {
                         Err(wasmtime::Error::new(TimedOut))
                     } else {
                         // Yield to the executor every tick so a busy guest never holds a
                         // worker thread away from other requests for more than ~1 ms.
                         // tokio's `yield_now` (unlike a bare self-wake) lets the worker poll
                         // for I/O first, so other connections are served while guests spin.
-                        Ok(UpdateDeadline::YieldCustom(
-                            1,
-                            Box::pin(tokio::task::yield_now()),
-                        ))
+                        // A guest past its CPU quota sleeps to the end of the period instead.
+                        let pause = context.data_mut().cpu.tick(now, deadline);
+                        Ok(UpdateDeadline::YieldCustom(1, pause))
                     }
                 });
                 let mut instantiate = Duration::ZERO;
@@ -243,6 +249,7 @@ impl Runtime {
                     code => code,
                 };
                 let max_memory_bytes = limiter.peak();
+                let cpu_throttled = store.data().cpu.throttled();
                 let (mut stdout, dropped_out) = stdout.take();
                 let (mut stderr, dropped_err) = stderr.take();
                 let revealed = store.data().config.revealed();
@@ -266,6 +273,7 @@ impl Runtime {
                     stdout,
                     stderr,
                     output_dropped: dropped_out + dropped_err,
+                    cpu_throttled,
                 });
                 FailedInvocation {
                     status,

@@ -8,6 +8,7 @@
 //! policy in and persists what comes out. Nothing is recorded as a side effect of `Drop`.
 
 mod artifact;
+mod cpu;
 mod invoke;
 mod limits;
 mod output;
@@ -23,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use artifact::{ArtifactError, CompiledArtifact, LoadedFrom, Prepared};
 pub use artifact::{ComponentInterfaces, component_interfaces};
+pub use cpu::{CPU_PERIOD, CpuShare, DEFAULT_FULL_CORE_BYTES};
 pub use invoke::{Capabilities, FailedInvocation, Limits, Outcome, ResponseBody, Status};
 use state::InstanceState;
 /// The error a request body may fail with while the guest reads it.
@@ -45,6 +47,9 @@ pub struct RuntimeConfig {
     pub max_artifact_bytes: u64,
     /// Bytes of stdout and of stderr kept per invocation; the rest is counted and dropped.
     pub output_capture_bytes: usize,
+    /// Memory size that buys one full core; smaller functions get a proportional share
+    /// ([`CpuShare::for_memory`]). 0 turns CPU shares off.
+    pub cpu_full_core_bytes: u64,
 }
 
 impl RuntimeConfig {
@@ -58,6 +63,7 @@ impl RuntimeConfig {
             table_keep_resident: 512 << 10,
             max_artifact_bytes: 100 << 20,
             output_capture_bytes: 64 << 10,
+            cpu_full_core_bytes: DEFAULT_FULL_CORE_BYTES,
         }
     }
 }
@@ -131,6 +137,14 @@ impl Runtime {
     /// The node configuration this runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The CPU share of a function of `memory_bytes` on this node (`unthrottled`: a full core).
+    pub fn cpu_share(&self, memory_bytes: u64, unthrottled: bool) -> CpuShare {
+        if unthrottled {
+            return CpuShare::Unthrottled;
+        }
+        CpuShare::for_memory(memory_bytes, self.config.cpu_full_core_bytes)
     }
 }
 

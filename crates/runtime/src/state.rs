@@ -23,6 +23,7 @@ pub(crate) struct InstanceState {
     pub(crate) sql: SqlHost,
     pub(crate) kv: KvHost,
     pub(crate) config: ConfigHost,
+    pub(crate) cpu: crate::cpu::CpuThrottle,
 }
 
 impl WasiView for InstanceState {

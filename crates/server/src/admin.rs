@@ -71,6 +71,10 @@ pub struct FunctionInfo {
     /// Invocations allowed at once.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Its share of one core (1 = a full core: `cpu = "unthrottled"`, or memory at or past
+    /// the node's full-core size).
+    #[serde(default = "full_core")]
+    pub cpu_share: f64,
     /// Its artifact was revoked: it answers 503.
     #[serde(default)]
     pub revoked: bool,
@@ -538,7 +542,15 @@ fn info(live: &LiveFunction, usage: Option<&Usage>) -> FunctionInfo {
             .collect(),
         queue: release.config.queue.is_some(),
         max_concurrency: release.config.max_concurrency,
+        cpu_share: match live.limits.cpu {
+            runway_runtime::CpuShare::Fraction(share) => share,
+            runway_runtime::CpuShare::Unthrottled => 1.0,
+        },
     }
+}
+
+fn full_core() -> f64 {
+    1.0
 }
 
 /// Usage since the environment was created (a removed environment of the same name may

@@ -313,6 +313,7 @@ pub(crate) async fn deploy_over(
                 result.release.clone(),
                 Arc::new(ready),
                 capabilities,
+                &shared.runtime,
                 &shared.metrics,
             )),
         );
@@ -431,7 +432,7 @@ pub(crate) fn restore(
         });
         match loaded {
             Ok((ready, capabilities)) => {
-                let live = LiveFunction::new(release, ready, capabilities, metrics);
+                let live = LiveFunction::new(release, ready, capabilities, runtime, metrics);
                 live.revoked
                     .store(revoked_here, std::sync::atomic::Ordering::Release);
                 functions.insert(name, Arc::new(live));
@@ -594,6 +595,7 @@ pub(crate) async fn rollback(
             target.clone(),
             Arc::new(prepared),
             capabilities,
+            &shared.runtime,
             &shared.metrics,
         )),
     );

@@ -621,6 +621,7 @@ pub(crate) async fn create(
             release,
             source.prepared.clone(),
             capabilities,
+            &shared.runtime,
             &shared.metrics,
         );
         live.revoked

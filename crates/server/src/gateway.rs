@@ -370,6 +370,7 @@ fn record(
         stdout: outcome.stdout,
         stderr: outcome.stderr,
         error,
+        cpu_throttled_us: outcome.cpu_throttled.as_micros() as u64,
     }
 }
 

@@ -40,6 +40,7 @@ impl LiveFunction {
         release: Release,
         prepared: Arc<Prepared>,
         capabilities: Capabilities,
+        runtime: &runway_runtime::Runtime,
         metrics: &Metrics,
     ) -> LiveFunction {
         let labels = [release.config.name.as_str(), release.environment.as_str()];
@@ -58,6 +59,10 @@ impl LiveFunction {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             capabilities: Arc::new(capabilities),
+            cpu: runtime.cpu_share(
+                release.config.memory.bytes(),
+                release.config.cpu == runway_manifest::Cpu::Unthrottled,
+            ),
         };
         let jwt = release.config.jwt.as_ref().and_then(|settings| {
             JwtVerifier::new(settings)

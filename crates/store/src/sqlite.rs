@@ -95,6 +95,7 @@ CREATE TABLE secrets (
     crate::sqlite_control::MIGRATION,
     crate::sqlite_control::MIGRATION_4,
     crate::sqlite_env::MIGRATION_5,
+    "ALTER TABLE invocations ADD COLUMN cpu_throttled_us INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -765,8 +766,8 @@ impl SqliteRecordSink {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO invocations (request_id, environment, function, release, started_ms,
                    duration_us, billed_ms, memory_mb, max_memory_bytes, instantiate_us, status, http_status,
-                   gb_seconds, cost_pusd)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                   gb_seconds, cost_pusd, cpu_throttled_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             let mut log = tx.prepare_cached(
                 "INSERT INTO logs (environment, function, request_id, at_ms, stream, line)
@@ -788,6 +789,7 @@ impl SqliteRecordSink {
                     r.http_status,
                     r.gb_seconds,
                     r.cost.0 as i64,
+                    r.cpu_throttled_us as i64,
                 ])?;
                 for (stream, line) in r.log_lines() {
                     log.execute(params![
@@ -875,6 +877,7 @@ mod tests {
         let (_dir, store) = store();
         let mut sink = store.record_sink().unwrap();
         let record = |id: &str, status| InvocationRecord {
+            cpu_throttled_us: 0,
             request_id: id.into(),
             environment: "prod".into(),
             function: "a".into(),

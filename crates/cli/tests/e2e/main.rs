@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod cost;
 mod deploy;
 mod environments;
 mod lifecycle;
