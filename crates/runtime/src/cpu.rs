@@ -47,8 +47,9 @@ pub(crate) struct CpuThrottle {
     quota: Option<Duration>,
     base: Instant,
     /// When the guest last resumed after a pause or yield, in nanoseconds after `base`;
-    /// written by the pause future as it completes.
-    resumed: Arc<AtomicU64>,
+    /// written by the pause future as it completes. Made at the first callback, so a short
+    /// request allocates nothing for it.
+    resumed: Option<Arc<AtomicU64>>,
     period_start: Instant,
     used: Duration,
     throttled: Duration,
@@ -66,7 +67,7 @@ impl CpuThrottle {
         CpuThrottle {
             quota,
             base: now,
-            resumed: Arc::new(AtomicU64::new(0)),
+            resumed: None,
             period_start: now,
             used: Duration::ZERO,
             throttled: Duration::ZERO,
@@ -82,13 +83,16 @@ impl CpuThrottle {
     /// to yield on: a pause to the end of the period when the quota is spent (never past
     /// `deadline`), else a plain yield.
     pub(crate) fn tick(&mut self, now: Instant, deadline: Instant) -> Pause {
-        let resumed = self.base + Duration::from_nanos(self.resumed.load(Ordering::Acquire));
+        let Some(quota) = self.quota else {
+            return Box::pin(tokio::task::yield_now());
+        };
+        let resumed = self.base
+            + self.resumed.as_ref().map_or(Duration::ZERO, |r| {
+                Duration::from_nanos(r.load(Ordering::Acquire))
+            });
         // Between two callbacks the guest ran about one tick; a longer gap means it waited
         // on the host (I/O), which costs no CPU quota.
         let ran = now.saturating_duration_since(resumed).min(EPOCH_TICK * 2);
-        let Some(quota) = self.quota else {
-            return self.resume_after(Box::pin(tokio::task::yield_now()));
-        };
         if now.saturating_duration_since(self.period_start) >= CPU_PERIOD {
             self.period_start = now;
             self.used = Duration::ZERO;
@@ -108,8 +112,12 @@ impl CpuThrottle {
         self.resume_after(Box::pin(tokio::time::sleep(pause)))
     }
 
-    fn resume_after(&self, wait: Pause) -> Pause {
-        let (resumed, base) = (self.resumed.clone(), self.base);
+    fn resume_after(&mut self, wait: Pause) -> Pause {
+        let resumed = self
+            .resumed
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(0)))
+            .clone();
+        let base = self.base;
         Box::pin(async move {
             wait.await;
             resumed.store(base.elapsed().as_nanos() as u64, Ordering::Release);
@@ -142,17 +150,19 @@ mod tests {
     async fn compute(cpu: &mut CpuThrottle, ticks: u32, deadline: Instant) -> Duration {
         let mut paused = Duration::ZERO;
         for _ in 0..ticks {
-            let resumed = cpu.base + Duration::from_nanos(cpu.resumed.load(Ordering::Acquire));
+            let resumed = cpu.base
+                + cpu.resumed.as_ref().map_or(Duration::ZERO, |r| {
+                    Duration::from_nanos(r.load(Ordering::Acquire))
+                });
             let now = resumed + EPOCH_TICK;
             let before = tokio::time::Instant::now();
             cpu.tick(now, deadline).await;
             let waited = tokio::time::Instant::now() - before;
             paused += waited;
             // The real clock does not move under a paused tokio clock: resume by hand.
-            cpu.resumed.store(
-                (now + waited - cpu.base).as_nanos() as u64,
-                Ordering::Release,
-            );
+            if let Some(r) = &cpu.resumed {
+                r.store((now + waited - cpu.base).as_nanos() as u64, Ordering::Release);
+            }
         }
         paused
     }
