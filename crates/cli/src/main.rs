@@ -9,6 +9,7 @@ mod node;
 mod policy_cmds;
 mod signing_cmds;
 mod table;
+mod tune_cmds;
 
 use std::process::ExitCode;
 
@@ -83,6 +84,8 @@ enum Command {
     Env(env_cmds::EnvCommand),
     /// Deploy to one environment exactly the release another one serves.
     Promote(env_cmds::PromoteArgs),
+    /// Run a function at several memory sizes in a throwaway environment and recommend one.
+    Tune(tune_cmds::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Revoke(args) => signing_cmds::revoke(args),
         Command::Env(command) => env_cmds::env(command),
         Command::Promote(args) => env_cmds::promote(args),
+        Command::Tune(args) => tune_cmds::tune(args),
     };
     match result {
         Ok(code) => code,

@@ -161,7 +161,10 @@ mod tests {
             paused += waited;
             // The real clock does not move under a paused tokio clock: resume by hand.
             if let Some(r) = &cpu.resumed {
-                r.store((now + waited - cpu.base).as_nanos() as u64, Ordering::Release);
+                r.store(
+                    (now + waited - cpu.base).as_nanos() as u64,
+                    Ordering::Release,
+                );
             }
         }
         paused

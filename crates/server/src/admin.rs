@@ -226,6 +226,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/keys/{id}", delete(access_api::revoke_key))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/functions/{name}/promote", post(promote_function))
+        .route("/v1/functions/{name}/configure", post(configure_function))
         .route("/v1/envs", post(environments::create))
         .route("/v1/envs/{name}", delete(environments::remove));
     let admin = Router::new()
@@ -367,6 +368,69 @@ async fn rollback_function(
         response.release.number,
         response.release.digest.short()
     );
+    Ok(noted(Json(response), AuditNote::new(name, detail)))
+}
+
+/// `POST /v1/functions/{name}/configure`: the serving release again with another memory
+/// size or timeout (what `runway tune --apply` deploys).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureRequest {
+    /// The new memory size.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// The new timeout.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+async fn configure_function(
+    State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    request: Result<Json<ConfigureRequest>, JsonRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    let request = json_body(request, "configure")?;
+    if request.memory.is_none() && request.timeout.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing_to_configure",
+            "give a memory size, a timeout, or both".into(),
+        ));
+    }
+    let live = env.function(&name)?;
+    let before = &live.release.config;
+    let mut config = before.clone();
+    let mut changes = Vec::new();
+    if let Some(memory) = request.memory {
+        changes.push(format!("memory {} -> {memory}", before.memory));
+        config.memory = memory;
+    }
+    if let Some(timeout) = request.timeout {
+        changes.push(format!("timeout {} -> {timeout}", before.timeout));
+        config.timeout = timeout;
+    }
+    let detail = changes.join(", ");
+    let response = deploy::deploy_over(
+        shared,
+        &env,
+        DeployRequest {
+            functions: vec![deploy::DeployFunction {
+                digest: live.release.digest.clone(),
+                config,
+            }],
+        },
+        Some((&name, live.release.number)),
+        Provenance {
+            deployed_by: caller.id.clone(),
+            origin: Some(format!(
+                "configured from release {}: {detail}",
+                live.release.number
+            )),
+        },
+    )
+    .await
+    .map_err(|err| err.for_function(&name))?;
     Ok(noted(Json(response), AuditNote::new(name, detail)))
 }
 

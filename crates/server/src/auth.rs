@@ -79,6 +79,7 @@ fn action_name(method: &Method, route: &str) -> String {
         ("DELETE", "/v1/keys/{id}") => "key.revoke",
         ("POST", "/v1/jobs/{id}/retry") => "job.retry",
         ("POST", "/v1/functions/{name}/promote") => "function.promote",
+        ("POST", "/v1/functions/{name}/configure") => "function.configure",
         ("POST", "/v1/envs") => "env.create",
         ("DELETE", "/v1/envs/{name}") => "env.remove",
         _ => return format!("{method} {route}"),

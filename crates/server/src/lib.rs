@@ -42,8 +42,8 @@ pub use access_api::{
     CreatedToken, ExtendRequest, TokenInfo,
 };
 pub use admin::{
-    CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse, LogsResponse,
-    PromoteRequest, PromoteResponse, ReleaseInfo, RollbackRequest,
+    ConfigureRequest, CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse,
+    LogsResponse, PromoteRequest, PromoteResponse, ReleaseInfo, RollbackRequest,
 };
 pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
 pub use auth::{AccessError, Bootstrap};

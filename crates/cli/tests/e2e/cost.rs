@@ -81,3 +81,135 @@ fn cpu_follows_memory_and_unthrottled_functions_get_a_full_core() {
     let refused = serve_refused(&dir.path().join("other"), &["--cpu-full-core-at", "1MiB"]);
     assert!(refused.contains("too small"), "{refused}");
 }
+
+#[test]
+fn tune_measures_each_size_in_a_throwaway_environment_charts_recommends_and_applies() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &crunch("crunch", "128MiB", ""),
+    ));
+    for _ in 0..3 {
+        assert_eq!(node.get("/crunch?n=1000").status(), 200);
+    }
+    let chart = dir.path().join("crunch.svg");
+    let report = node
+        .cli(&[
+            "tune",
+            "crunch",
+            "--memory",
+            "256MiB,1769MiB",
+            "--runs",
+            "2",
+            "--path",
+            "/crunch?n=300000",
+            "--strategy",
+            "speed",
+            "--chart",
+            chart.to_str().unwrap(),
+            "--apply",
+            "--json",
+        ])
+        .json();
+    let sizes = report["sizes"].as_array().unwrap();
+    let memories: Vec<&str> = sizes
+        .iter()
+        .map(|s| s["memory"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        memories,
+        ["128MiB", "256MiB", "1769MiB"],
+        "the current size is measured too"
+    );
+    for size in sizes {
+        assert_eq!(size["ok"], 2, "{size}");
+        assert_eq!(size["errors"], 0, "{size}");
+        assert!(size["cost_per_invocation"].as_u64().unwrap() > 0, "{size}");
+        assert!(size["p50_ms"].as_f64().unwrap() > 0.0, "{size}");
+    }
+    assert_eq!(sizes[0]["current"], true);
+    assert_eq!(sizes[2]["cpu_share"], 1.0);
+    assert_eq!(report["request"], "GET /crunch?n=300000");
+    assert!(report["tuning_cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(report["recommended_timeout"].is_string(), "{report}");
+    let recommended = report["recommended"].as_str().unwrap().to_owned();
+    assert!(memories.contains(&recommended.as_str()), "{report}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<circle").count() == 3,
+        "{svg}"
+    );
+    assert!(svg.contains(&format!("{recommended} (recommended)")));
+
+    // The throwaway environment is gone, and prod's traffic was not counted with it.
+    let envs = node.cli(&["env", "ls", "--json"]).json();
+    assert_eq!(envs.as_array().unwrap().len(), 1, "{envs}");
+    assert_eq!(envs[0]["invocations"], 3, "{envs}");
+    // --apply: a new release with the recommended size, unless it already had it.
+    let releases = node.cli(&["releases", "crunch", "--json"]).json();
+    if recommended == "128MiB" {
+        assert!(report["applied_release"].is_null());
+        assert_eq!(releases.as_array().unwrap().len(), 1);
+    } else {
+        assert_eq!(report["applied_release"], 2, "{report}");
+        assert_eq!(releases[0]["memory"], recommended.as_str());
+        assert!(
+            releases[0]["origin"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("memory 128MiB -> {recommended}")),
+            "{releases}"
+        );
+    }
+}
+
+#[test]
+fn tune_without_a_clean_size_recommends_nothing_and_applies_nothing() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    node.deploy_example("hog");
+    let out = node.cli(&[
+        "tune",
+        "hog",
+        "--memory",
+        "32MiB,64MiB",
+        "--runs",
+        "1",
+        "--apply",
+    ]);
+    assert!(
+        out.failed()
+            .contains("nothing to apply: no size ran every invocation cleanly"),
+        "{}",
+        out.stderr
+    );
+    let report = node
+        .cli(&["tune", "hog", "--memory", "64MiB", "--runs", "1", "--json"])
+        .json();
+    assert!(report["recommended"].is_null(), "{report}");
+    for size in report["sizes"].as_array().unwrap() {
+        assert_eq!(size["out_of_memory"], 1, "{size}");
+    }
+    assert_eq!(
+        node.cli(&["releases", "hog", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        node.cli(&["env", "ls", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        node.cli(&["tune", "nothing"])
+            .failed()
+            .contains("no function named `nothing`")
+    );
+}
