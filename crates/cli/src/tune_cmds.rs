@@ -289,9 +289,9 @@ pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
         }))?;
     let _cleanup = Throwaway {
         client: &admin,
-        name: created.environment.name.clone(),
+        name: created.environment.name,
     };
-    let scratch_client = AdminClient::new(&args.server)?.for_env(Some(scratch.clone()));
+    let scratch_client = AdminClient::new(&args.server)?.for_env(Some(scratch));
 
     let total = sizes.len() as u64 * u64::from(args.runs);
     let progress = if args.json {
