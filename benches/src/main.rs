@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo run --release -p runway-bench` (see docs/BENCHMARKS.md for options).
 
+mod cpu;
 mod envs;
 mod sql;
 
@@ -59,6 +60,12 @@ struct Args {
     /// Only measure environment creation (no wrk).
     #[arg(long)]
     envs_only: bool,
+    /// Skip the CPU-follows-memory measurement.
+    #[arg(long)]
+    skip_cpu: bool,
+    /// Only measure the CPU-bound example at each memory size (no wrk).
+    #[arg(long)]
+    cpu_only: bool,
     /// Runs a native hyper hello server on ADDR (used by the harness itself).
     #[arg(long, hide = true)]
     native_server: Option<String>,
@@ -108,6 +115,9 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| root.join("target/release/runway"));
     if args.envs_only {
         return envs::run(&root, &runway, args.rounds.max(1) * 10);
+    }
+    if args.cpu_only {
+        return cpu::run(&root, &runway, args.rounds.max(1) * 5);
     }
     let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
     println!("# Runway benchmark, {}", humanish_now());
@@ -204,6 +214,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_envs {
         envs::run(&root, &runway, args.rounds.max(1) * 10)?;
+    }
+    if !args.skip_cpu {
+        cpu::run(&root, &runway, args.rounds.max(1) * 5)?;
     }
     if !args.skip_sql {
         sql_report(args.rounds)?;
