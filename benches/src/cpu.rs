@@ -18,8 +18,21 @@ pub fn run(root: &Path, runway: &Path, runs: u32) -> anyhow::Result<()> {
         bail!("deploying crunch failed");
     }
     let output = Command::new(runway)
-        .args(["tune", "crunch", "--memory", SIZES, "--runs", &runs.to_string()])
-        .args(["--path", "/crunch?n=1000000", "--strategy", "balanced", "--json"])
+        .args([
+            "tune",
+            "crunch",
+            "--memory",
+            SIZES,
+            "--runs",
+            &runs.to_string(),
+        ])
+        .args([
+            "--path",
+            "/crunch?n=1000000",
+            "--strategy",
+            "balanced",
+            "--json",
+        ])
         .args(["--server", &admin])
         .env("RUNWAY_TOKEN", BENCH_TOKEN)
         .output()
@@ -27,15 +40,22 @@ pub fn run(root: &Path, runway: &Path, runs: u32) -> anyhow::Result<()> {
     signal_term(&child);
     child.wait()?;
     if !output.status.success() {
-        bail!("runway tune failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "runway tune failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     println!(
         "\n## CPU follows memory: crunch (primes below 1,000,000 by trial division), {runs} runs per size"
     );
-    println!("| memory | CPU share | p50 | p95 | cost per invocation | per million | speed-up vs 128MiB |");
+    println!(
+        "| memory | CPU share | p50 | p95 | cost per invocation | per million | speed-up vs 128MiB |"
+    );
     println!("|---|---|---|---|---|---|---|");
-    let sizes = report["sizes"].as_array().context("no sizes in the report")?;
+    let sizes = report["sizes"]
+        .as_array()
+        .context("no sizes in the report")?;
     let base = sizes[0]["p50_ms"].as_f64().unwrap_or(1.0);
     for size in sizes {
         let p50 = size["p50_ms"].as_f64().unwrap_or(0.0);

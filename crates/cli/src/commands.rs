@@ -441,6 +441,9 @@ pub struct CostArgs {
     /// Period to sum, ending now (e.g. `1h`, `24h`, `30d`).
     #[arg(long, default_value = "24h")]
     pub since: String,
+    /// Group by function, env, release or owner, across every environment (or only `--env`).
+    #[arg(long, value_enum)]
+    pub by: Option<CostBy>,
     #[command(flatten)]
     pub server: ServerArgs,
     /// Print JSON.
@@ -448,7 +451,96 @@ pub struct CostArgs {
     pub json: bool,
 }
 
+/// What `runway cost --by` groups by.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CostBy {
+    Function,
+    Env,
+    Release,
+    Owner,
+}
+
+fn cost_breakdown(args: &CostArgs, by: CostBy) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server)?;
+    let by_name = match by {
+        CostBy::Function => "function",
+        CostBy::Env => "env",
+        CostBy::Release => "release",
+        CostBy::Owner => "owner",
+    };
+    let scope = if args.server.env.is_some() {
+        "env"
+    } else {
+        "all"
+    };
+    let report: runway_server::CostBreakdown =
+        client.json(client.get("/v1/cost/breakdown").query(&[
+            ("by", by_name),
+            ("since", &args.since),
+            ("scope", scope),
+        ]))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let group = |r: &runway_server::CostRow| match by {
+        CostBy::Function => format!(
+            "{}/{}",
+            r.environment.as_deref().unwrap_or("?"),
+            r.function.as_deref().unwrap_or("?")
+        ),
+        CostBy::Env => r.environment.clone().unwrap_or_default(),
+        CostBy::Release => format!(
+            "{}/{}@{}",
+            r.environment.as_deref().unwrap_or("?"),
+            r.function.as_deref().unwrap_or("?"),
+            r.release.unwrap_or(0)
+        ),
+        CostBy::Owner => match r.owner.as_deref() {
+            Some("") | None => "(no owner)".to_owned(),
+            Some(owner) => owner.to_owned(),
+        },
+    };
+    let rows: Vec<Vec<String>> = report
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                group(r),
+                r.invocations.to_string(),
+                r.failures.to_string(),
+                format!("{:.6}", r.gb_seconds),
+                table::usd(r.cost),
+                format!(
+                    "{:.2} ms",
+                    r.duration_us as f64 / 1000.0 / r.invocations.max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    println!(
+        "since {} ({}), by {by_name}:",
+        args.since,
+        report.environments.join(", ")
+    );
+    table::print(
+        &[
+            &by_name.to_uppercase(),
+            "INVOCATIONS",
+            "FAILURES",
+            "GB-SECONDS",
+            "COST",
+            "MEAN DURATION",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn cost(args: CostArgs) -> anyhow::Result<ExitCode> {
+    if let Some(by) = args.by {
+        return cost_breakdown(&args, by);
+    }
     let client = AdminClient::new(&args.server)?;
     let report: CostResponse =
         client.json(client.get("/v1/cost").query(&[("since", &args.since)]))?;

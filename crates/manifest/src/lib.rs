@@ -175,6 +175,9 @@ pub struct FunctionConfig {
     /// How much CPU it gets: a share growing with its memory (the default), or a full core.
     #[serde(default, skip_serializing_if = "Cpu::is_proportional")]
     pub cpu: Cpu,
+    /// The team or person who pays for it (`runway cost --by owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A function's CPU: `cpu = "proportional"` (the default: a share of one core that grows
@@ -226,6 +229,7 @@ impl FunctionConfig {
             max_concurrency: None,
             expires: None,
             cpu: Cpu::Proportional,
+            owner: None,
         }
     }
 
@@ -277,6 +281,13 @@ impl FunctionConfig {
                      reads both through wasi:config, so rename one of them"
                 ));
             }
+        }
+        if let Some(owner) = &self.owner
+            && (owner.trim().is_empty() || owner.len() > 64 || owner.chars().any(char::is_control))
+        {
+            problems.push(format!(
+                "function `{name}`: owner = {owner:?} must be 1 to 64 printable characters (a team or a person)"
+            ));
         }
         if self.max_concurrency == Some(0) {
             problems.push(format!(
@@ -351,6 +362,8 @@ struct RawFunction {
     expires: Option<Expiry>,
     #[serde(default)]
     cpu: Cpu,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 fn default_memory() -> ByteSize {
@@ -489,6 +502,7 @@ impl Manifest {
                         max_concurrency: f.max_concurrency,
                         expires: f.expires,
                         cpu: f.cpu,
+                        owner: f.owner,
                     },
                 }
             })

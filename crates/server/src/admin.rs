@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use runway_manifest::{ByteSize, HumanDuration};
 use runway_meter::{InvocationRecord, PicoUsd};
 use runway_policy::{Policy, PolicyMode, VettingReport};
-use runway_store::{Digest, LogEntry, Usage};
+use runway_store::{CostDimension, CostRow, Digest, LogEntry, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
@@ -192,6 +192,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(policy_api::suggest_policy),
         )
         .route("/v1/cost", get(cost))
+        .route("/v1/cost/breakdown", get(cost_breakdown))
         .route("/v1/audit", get(policy_api::read_audit))
         .route("/v1/audit/control", get(access_api::control_audit))
         .route("/v1/secrets", get(policy_api::list_secrets))
@@ -867,6 +868,99 @@ async fn cost(
         since_ms,
         functions,
         total,
+    }))
+}
+
+/// `GET /v1/cost/breakdown`: usage grouped by function, environment, release or owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostBreakdown {
+    /// Start of the period, milliseconds since the Unix epoch.
+    pub since_ms: i64,
+    /// The grouping.
+    pub by: CostDimension,
+    /// The environments covered: one, or every one the token may see.
+    pub environments: Vec<String>,
+    /// One row per group, most expensive first.
+    pub rows: Vec<CostRow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BreakdownQuery {
+    by: CostDimension,
+    #[serde(default)]
+    since: Option<String>,
+    /// `all` (every environment the token may see) or `env` (the requested one).
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+fn parse_since(text: Option<&str>, default: Duration) -> Result<i64, ApiError> {
+    let since = match text {
+        None => default,
+        Some(text) => humantime::parse_duration(text).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_since",
+                format!(
+                    "invalid `since` value `{text}`: {err}; use a duration such as `24h` or `7d`"
+                ),
+            )
+        })?,
+    };
+    Ok(crate::auth::now_ms() - since.as_millis() as i64)
+}
+
+async fn cost_breakdown(
+    State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<BreakdownQuery>,
+) -> Result<Json<CostBreakdown>, ApiError> {
+    let since_ms = parse_since(query.since.as_deref(), Duration::from_secs(7 * 24 * 3600))?;
+    let everywhere = match query.scope.as_deref() {
+        None | Some("all") => caller.environment.is_none(),
+        Some("env") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_scope",
+                format!("invalid scope `{other}`: use `all` or `env`"),
+            ));
+        }
+    };
+    let environments: Vec<String> = if everywhere {
+        let mut names: Vec<String> = shared
+            .environments
+            .load()
+            .all()
+            .map(|e| e.name.clone())
+            .collect();
+        names.sort();
+        names
+    } else {
+        vec![env.name.clone()]
+    };
+    let by = query.by;
+    let store = shared.store.clone();
+    let only = (!everywhere).then(|| env.name.clone());
+    let listed = environments.clone();
+    let rows = blocking(move || {
+        let rows = store.cost_by(by, only.as_deref(), since_ms)?;
+        // Removed environments keep their records (the bill), but are not listed by name.
+        Ok(rows
+            .into_iter()
+            .filter(|r| {
+                r.environment
+                    .as_ref()
+                    .is_none_or(|e| listed.iter().any(|l| l == e))
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(CostBreakdown {
+        since_ms,
+        by,
+        environments,
+        rows,
     }))
 }
 

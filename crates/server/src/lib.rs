@@ -42,8 +42,8 @@ pub use access_api::{
     CreatedToken, ExtendRequest, TokenInfo,
 };
 pub use admin::{
-    ConfigureRequest, CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest, InvokeResponse,
-    LogsResponse, PromoteRequest, PromoteResponse, ReleaseInfo, RollbackRequest,
+    ConfigureRequest, CostBreakdown, CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest,
+    InvokeResponse, LogsResponse, PromoteRequest, PromoteResponse, ReleaseInfo, RollbackRequest,
 };
 pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
 pub use auth::{AccessError, Bootstrap};
@@ -60,7 +60,7 @@ pub use runway_access::Role;
 pub use runway_store::RevokedArtifact;
 pub use runway_store::{AuditRecord, SecretInfo};
 pub use runway_store::{ControlAuditRecord, Job, JobState};
-pub use runway_store::{Digest, LogEntry, Usage};
+pub use runway_store::{CostDimension, CostRow, Digest, LogEntry, Usage};
 
 use capabilities::PlatformCapabilities;
 use metrics::Metrics;

@@ -8,6 +8,7 @@
 mod control;
 mod sqlite;
 mod sqlite_control;
+mod sqlite_cost;
 mod sqlite_env;
 
 use std::fmt;
@@ -226,6 +227,46 @@ pub struct Usage {
     pub duration_us: u64,
 }
 
+/// What `runway cost --by` groups usage by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostDimension {
+    /// Per environment and function.
+    Function,
+    /// Per environment.
+    #[serde(rename = "env")]
+    Environment,
+    /// Per environment, function and release.
+    Release,
+    /// Per owner (`owner` in the manifest).
+    Owner,
+}
+
+/// Usage of one group over a period; the fields that are not part of the group are `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostRow {
+    /// The environment.
+    pub environment: Option<String>,
+    /// The function.
+    pub function: Option<String>,
+    /// The release.
+    pub release: Option<u32>,
+    /// The owner (empty: none declared).
+    pub owner: Option<String>,
+    /// Invocations.
+    pub invocations: u64,
+    /// Invocations that did not end `ok`.
+    pub failures: u64,
+    /// GB-seconds billed.
+    pub gb_seconds: f64,
+    /// Money billed.
+    pub cost: PicoUsd,
+    /// Sum of measured durations, in microseconds.
+    pub duration_us: u64,
+    /// The most memory one invocation used, in bytes.
+    pub max_memory_bytes: u64,
+}
+
 /// One line of a function's logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -405,6 +446,14 @@ pub trait ControlStore: Send + Sync + 'static {
         name: &str,
         rules: &EnvironmentRules,
     ) -> Result<bool, StoreError>;
+    /// Usage grouped by `by` since `since_ms`, in `environment` or in all of them; served from
+    /// hourly rollups, so it stays fast with millions of records.
+    fn cost_by(
+        &self,
+        by: CostDimension,
+        environment: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<CostRow>, StoreError>;
     /// Removes an environment with its functions, releases, secrets, API keys, jobs and logs,
     /// and revokes its scoped tokens; false if it did not exist.
     fn remove_environment(&self, name: &str, now_ms: i64) -> Result<bool, StoreError>;

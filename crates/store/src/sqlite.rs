@@ -4,15 +4,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink};
+use runway_meter::{InvocationRecord, LogStream, RecordSink};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::sqlite_control as control;
 use crate::{
-    ApiKeyRecord, ArtifactSignature, AuditRecord, ControlAuditRecord, ControlStore, DeployResult,
-    Digest, EnvironmentRecord, EnvironmentRules, Job, JobState, JobUpdate, LogEntry, NewRelease,
-    Release, RevokedArtifact, SecretInfo, StoreError, StoredSecret, TokenRecord, Usage,
-    config_hash,
+    ApiKeyRecord, ArtifactSignature, AuditRecord, ControlAuditRecord, ControlStore, CostDimension,
+    CostRow, DeployResult, Digest, EnvironmentRecord, EnvironmentRules, Job, JobState, JobUpdate,
+    LogEntry, NewRelease, Release, RevokedArtifact, SecretInfo, StoreError, StoredSecret,
+    TokenRecord, Usage, config_hash,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -96,6 +96,7 @@ CREATE TABLE secrets (
     crate::sqlite_control::MIGRATION_4,
     crate::sqlite_env::MIGRATION_5,
     "ALTER TABLE invocations ADD COLUMN cpu_throttled_us INTEGER NOT NULL DEFAULT 0;",
+    crate::sqlite_cost::MIGRATION_7,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -396,26 +397,16 @@ impl ControlStore for SqliteStore {
     }
 
     fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT function, COUNT(*), SUM(status != 'ok'), SUM(gb_seconds), SUM(cost_pusd), SUM(duration_us)
-                 FROM invocations WHERE environment = ?1 AND started_ms >= ?2
-                 GROUP BY function ORDER BY function",
-            )
-            .map_err(db("summing usage"))?;
-        stmt.query_map(params![environment, since_ms], |row| {
-            Ok(Usage {
-                function: row.get(0)?,
-                invocations: row.get::<_, i64>(1)? as u64,
-                failures: row.get::<_, i64>(2)? as u64,
-                gb_seconds: row.get(3)?,
-                cost: PicoUsd(row.get::<_, i64>(4)? as u64),
-                duration_us: row.get::<_, i64>(5)? as u64,
-            })
-        })
-        .and_then(Iterator::collect)
-        .map_err(db("summing usage"))
+        crate::sqlite_cost::usage(&self.conn(), environment, since_ms)
+    }
+
+    fn cost_by(
+        &self,
+        by: CostDimension,
+        environment: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<CostRow>, StoreError> {
+        crate::sqlite_cost::grouped(&self.conn(), by, environment, since_ms)
     }
 
     fn logs(
@@ -773,8 +764,9 @@ impl SqliteRecordSink {
                 "INSERT INTO logs (environment, function, request_id, at_ms, stream, line)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut stored = Vec::with_capacity(records.len());
             for r in records {
-                insert.execute(params![
+                let inserted = insert.execute(params![
                     r.request_id,
                     r.environment,
                     r.function,
@@ -791,6 +783,11 @@ impl SqliteRecordSink {
                     r.cost.0 as i64,
                     r.cpu_throttled_us as i64,
                 ])?;
+                // A record written twice (a retried batch) is counted once.
+                if inserted == 0 {
+                    continue;
+                }
+                stored.push(r);
                 for (stream, line) in r.log_lines() {
                     log.execute(params![
                         r.environment,
@@ -802,6 +799,7 @@ impl SqliteRecordSink {
                     ])?;
                 }
             }
+            crate::sqlite_cost::add(&tx, &stored)?;
         }
         tx.commit()
     }
@@ -817,6 +815,8 @@ impl RecordSink for SqliteRecordSink {
 mod tests {
     use runway_manifest::{FunctionConfig, FunctionName, HumanDuration};
     use runway_meter::InvocationStatus;
+
+    use runway_meter::PicoUsd;
 
     use super::*;
 

@@ -213,3 +213,125 @@ fn tune_without_a_clean_size_recommends_nothing_and_applies_nothing() {
             .contains("no function named `nothing`")
     );
 }
+
+#[test]
+fn cost_groups_by_function_environment_release_and_owner_from_the_rollups() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    let app = dir.path().join("app");
+    // hello belongs to web; probe declares no owner.
+    let text = format!(
+        "[[function]]\nname = \"hello\"\ncomponent = \"{}\"\nowner = \"web\"\n\n\
+         [[function.trigger]]\nhttp = {{ route = \"/hello\" }}\n\n\
+         [[function]]\nname = \"probe\"\ncomponent = \"{}\"\n\n\
+         [[function.trigger]]\nhttp = {{ route = \"/probe\" }}\n",
+        wasm("hello").display(),
+        wasm("probe").display()
+    );
+    node.deploy(&manifest(&app, &text));
+    node.cli(&["env", "create", "dev", "--from", "prod"]).ok();
+    let port = node.gateway.rsplit(':').next().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(node.get("/hello").status(), 200);
+    }
+    assert_eq!(node.get("/probe").status(), 200);
+    let dev = node
+        .request(reqwest::Method::GET, "/hello")
+        .header("host", format!("dev.localhost:{port}"))
+        .send()
+        .unwrap();
+    assert_eq!(dev.status(), 200);
+    // A new release of hello in prod: its calls are counted apart.
+    node.cli(&["invoke", "hello"]).ok();
+    let by = |dimension: &str, extra: &[&str]| {
+        let mut args = vec!["cost", "--by", dimension, "--since", "1h", "--json"];
+        args.extend_from_slice(extra);
+        node.eventually("the meter has written every record", || {
+            node.cli(&["cost", "--by", "env", "--since", "1h", "--json"])
+                .json()["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["invocations"].as_u64().unwrap())
+                .sum::<u64>()
+                == 6
+        });
+        node.cli(&args).json()
+    };
+    let envs = by("env", &[]);
+    let counts: Vec<(String, u64)> = envs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["environment"].as_str().unwrap().to_owned(),
+                r["invocations"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        counts.contains(&("prod".into(), 5)) && counts.contains(&("dev".into(), 1)),
+        "{envs}"
+    );
+    let functions = by("function", &[]);
+    let hello_prod = functions["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["environment"] == "prod" && r["function"] == "hello")
+        .unwrap();
+    assert_eq!(hello_prod["invocations"], 4);
+    let owners = by("owner", &[]);
+    let owner = |name: &str| {
+        owners["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["owner"] == name)
+            .map_or(0, |r| r["invocations"].as_u64().unwrap())
+    };
+    assert_eq!(owner("web"), 5, "hello in both environments: {owners}");
+    assert_eq!(owner(""), 1, "probe has no owner: {owners}");
+    let releases = by("release", &["--env", "prod"]);
+    assert_eq!(releases["environments"], serde_json::json!(["prod"]));
+    assert!(
+        releases["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["environment"] == "prod"),
+        "{releases}"
+    );
+    let table = node
+        .cli(&["cost", "--by", "owner", "--since", "1h"])
+        .ok()
+        .to_owned();
+    assert!(
+        table.contains("web") && table.contains("(no owner)"),
+        "{table}"
+    );
+    // A token scoped to dev sees dev only.
+    let token = node
+        .cli(&[
+            "token", "create", "--role", "viewer", "--env", "dev", "--json",
+        ])
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scoped = runway_as(
+        &[
+            "cost", "--by", "env", "--since", "1h", "--json", "--env", "dev",
+        ],
+        &node.admin,
+        Some(&token),
+    )
+    .json();
+    assert_eq!(scoped["environments"], serde_json::json!(["dev"]));
+    assert!(
+        node.cli(&["cost", "--by", "env", "--since", "soon"])
+            .failed()
+            .contains("invalid `since` value `soon`")
+    );
+}
