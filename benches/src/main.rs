@@ -7,6 +7,7 @@
 
 mod cpu;
 mod envs;
+mod rollups;
 mod sql;
 
 use std::net::TcpListener;
@@ -66,6 +67,12 @@ struct Args {
     /// Only measure the CPU-bound example at each memory size (no wrk).
     #[arg(long)]
     cpu_only: bool,
+    /// Skip the cost explorer measurement (10 million records).
+    #[arg(long)]
+    skip_rollups: bool,
+    /// Only measure the cost explorer with 10 million records (no wrk).
+    #[arg(long)]
+    rollups_only: bool,
     /// Runs a native hyper hello server on ADDR (used by the harness itself).
     #[arg(long, hide = true)]
     native_server: Option<String>,
@@ -118,6 +125,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.cpu_only {
         return cpu::run(&root, &runway, args.rounds.max(1) * 5);
+    }
+    if args.rollups_only {
+        return rollups::run(&runway, args.rounds.max(1) * 5);
     }
     let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
     println!("# Runway benchmark, {}", humanish_now());
@@ -217,6 +227,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_cpu {
         cpu::run(&root, &runway, args.rounds.max(1) * 5)?;
+    }
+    if !args.skip_rollups {
+        rollups::run(&runway, args.rounds.max(1) * 5)?;
     }
     if !args.skip_sql {
         sql_report(args.rounds)?;

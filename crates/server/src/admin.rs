@@ -621,11 +621,7 @@ fn full_core() -> f64 {
 /// Usage since the environment was created (a removed environment of the same name may
 /// have left invocation records: they are its bill, not this one's).
 async fn all_time_usage(shared: &Arc<Shared>, env: &Environment) -> Result<Vec<Usage>, ApiError> {
-    let (store, name, since) = (
-        shared.store.clone(),
-        env.name.clone(),
-        env.record.created_at_ms,
-    );
+    let (store, name, since) = (shared.store.clone(), env.name.clone(), env.billed_since());
     blocking(move || Ok(store.usage(&name, since)?)).await
 }
 
@@ -848,7 +844,7 @@ async fn cost(
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let since_ms = (now_ms - since.as_millis() as i64).max(env.record.created_at_ms);
+    let since_ms = (now_ms - since.as_millis() as i64).max(env.billed_since());
     let functions = blocking(move || Ok(shared.store.usage(&env.name, since_ms)?)).await?;
     let total = functions.iter().fold(
         Usage {

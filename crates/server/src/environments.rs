@@ -111,6 +111,17 @@ impl Environment {
         }
     }
 
+    /// Where this environment's bill starts: its creation, so a removed environment of the
+    /// same name is not counted; the home environment is never removed, and its records
+    /// may predate its registration (a node upgraded in place), so it counts them all.
+    pub(crate) fn billed_since(&self) -> i64 {
+        if self.home {
+            0
+        } else {
+            self.record.created_at_ms
+        }
+    }
+
     /// The answer for a change to an environment removed while the change waited.
     pub(crate) fn check_present(&self) -> Result<(), ApiError> {
         if self.removed.load(Ordering::Acquire) {
@@ -424,11 +435,7 @@ async fn usage_since_creation(
     shared: &Arc<Shared>,
     env: &Environment,
 ) -> Result<Vec<runway_store::Usage>, ApiError> {
-    let (store, name, since) = (
-        shared.store.clone(),
-        env.name.clone(),
-        env.record.created_at_ms,
-    );
+    let (store, name, since) = (shared.store.clone(), env.name.clone(), env.billed_since());
     blocking(move || Ok(store.usage(&name, since)?)).await
 }
 

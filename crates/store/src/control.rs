@@ -292,3 +292,76 @@ pub struct EnvironmentRecord {
     /// Its signing and vetting rules.
     pub rules: EnvironmentRules,
 }
+
+/// What a budget covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetKind {
+    /// One function of one environment.
+    Function,
+    /// Every function of one environment.
+    #[serde(rename = "env")]
+    Environment,
+    /// Every function declaring this owner, in every environment.
+    Owner,
+}
+
+/// What happens when a budget is spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetAction {
+    /// Alerts only (at 50, 80 and 100 percent).
+    #[default]
+    Alert,
+    /// Alerts, and at 100 percent one invocation at a time per function.
+    Throttle,
+    /// Alerts, and at 100 percent no invocation until the month ends or the budget grows.
+    Stop,
+}
+
+impl BudgetAction {
+    /// The name as written.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BudgetAction::Alert => "alert",
+            BudgetAction::Throttle => "throttle",
+            BudgetAction::Stop => "stop",
+        }
+    }
+}
+
+/// A monthly budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// `function:ENV/NAME`, `env:ENV` or `owner:NAME`.
+    pub id: String,
+    /// What it covers.
+    pub kind: BudgetKind,
+    /// The function, environment or owner name.
+    pub scope: String,
+    /// The environment of a function budget.
+    pub environment: Option<String>,
+    /// The most a calendar month (UTC) may cost, in pico-dollars.
+    pub monthly_pusd: u64,
+    /// What happens at 100 percent.
+    pub action: BudgetAction,
+    /// `manifest` (from `[function.budget]`) or `cli`.
+    pub source: String,
+    /// When it was last set, in milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+    /// Who set it.
+    pub updated_by: String,
+}
+
+impl Budget {
+    /// The id of a budget of `kind` over `scope` (and `environment` for a function).
+    pub fn id_for(kind: BudgetKind, scope: &str, environment: Option<&str>) -> String {
+        match kind {
+            BudgetKind::Function => {
+                format!("function:{}/{scope}", environment.unwrap_or_default())
+            }
+            BudgetKind::Environment => format!("env:{scope}"),
+            BudgetKind::Owner => format!("owner:{scope}"),
+        }
+    }
+}
