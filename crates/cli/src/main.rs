@@ -2,6 +2,7 @@
 //! node's admin API. This crate is the only place that prints and decides exit codes.
 
 mod access_cmds;
+mod budget_cmds;
 mod client;
 mod commands;
 mod env_cmds;
@@ -86,6 +87,9 @@ enum Command {
     Promote(env_cmds::PromoteArgs),
     /// Run a function at several memory sizes in a throwaway environment and recommend one.
     Tune(tune_cmds::TuneArgs),
+    /// Monthly budgets per function, environment and owner: alerts, throttle, stop.
+    #[command(subcommand)]
+    Budget(budget_cmds::BudgetCommand),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::Env(command) => env_cmds::env(command),
         Command::Promote(args) => env_cmds::promote(args),
         Command::Tune(args) => tune_cmds::tune(args),
+        Command::Budget(command) => budget_cmds::budget(command),
     };
     match result {
         Ok(code) => code,

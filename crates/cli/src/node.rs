@@ -83,6 +83,20 @@ pub struct ServeArgs {
     /// environment then need an artifact signed by one of them.
     #[arg(long, env = "RUNWAY_TRUSTED_KEYS")]
     pub trusted_keys: Option<PathBuf>,
+    /// Where budget alerts (50, 80 and 100 percent) are POSTed as JSON.
+    #[arg(long, env = "RUNWAY_BUDGET_WEBHOOK", value_parser = parse_webhook)]
+    pub budget_webhook: Option<String>,
+}
+
+/// `--budget-webhook`: an http:// URL (alerting relays usually sit inside the network).
+fn parse_webhook(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{text} is not an http:// URL (https webhooks are not supported yet; point it at a relay inside your network)"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{text} names no host"));
+    }
+    Ok(text.to_owned())
 }
 
 /// `--cpu-full-core-at`: a memory size, or `off` (0).
@@ -122,6 +136,7 @@ impl ServeArgs {
         config.outbound_ca_file = self.outbound_ca_file.clone();
         config.auth = !self.no_auth;
         config.trusted_keys = self.trusted_keys.clone();
+        config.budget_webhook = self.budget_webhook.clone();
         // An environment variable only, never a flag: flags show in `ps`.
         config.bootstrap_token = std::env::var("RUNWAY_ADMIN_TOKEN")
             .ok()

@@ -178,6 +178,150 @@ pub struct FunctionConfig {
     /// The team or person who pays for it (`runway cost --by owner`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Its monthly budget (`[function.budget]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<FunctionBudget>,
+}
+
+/// `[function.budget]`: the most a calendar month (UTC) may cost, and what happens then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionBudget {
+    /// `"20 USD"`, `"$20"` or `"0.50 USD"`.
+    pub monthly: Usd,
+    /// `alert` (default), `throttle` or `stop` at 100 percent.
+    #[serde(default)]
+    pub action: BudgetAction,
+}
+
+/// What happens when a budget is spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetAction {
+    /// Alerts only (at 50, 80 and 100 percent).
+    #[default]
+    Alert,
+    /// Alerts, and at 100 percent one invocation at a time per function.
+    Throttle,
+    /// Alerts, and at 100 percent no invocation until the month ends or the budget grows.
+    Stop,
+}
+
+impl BudgetAction {
+    /// The name as written.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BudgetAction::Alert => "alert",
+            BudgetAction::Throttle => "throttle",
+            BudgetAction::Stop => "stop",
+        }
+    }
+}
+
+/// An amount of US dollars, exact to the pico-dollar: `"20 USD"`, `"$20"`, `"0.5"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Usd {
+    /// Pico-dollars (10⁻¹² USD).
+    pub pico: u64,
+}
+
+impl std::str::FromStr for Usd {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Usd, String> {
+        let bad = || {
+            format!(
+                "invalid amount `{text}`: write US dollars, e.g. \"20 USD\", \"$20\" or \"0.50 USD\""
+            )
+        };
+        let number = text.trim();
+        let number = number
+            .strip_suffix("USD")
+            .or_else(|| number.strip_suffix("usd"))
+            .unwrap_or(number)
+            .trim();
+        let number = number.strip_prefix('$').unwrap_or(number).trim();
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+            || fraction.len() > 12
+        {
+            return Err(bad());
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
+        let fraction: u64 = format!("{fraction:0<12}").parse().map_err(|_| bad())?;
+        let pico = whole
+            .checked_mul(1_000_000_000_000)
+            .and_then(|p| p.checked_add(fraction))
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                format!("invalid amount `{text}`: give more than 0 and at most $18,000,000")
+            })?;
+        Ok(Usd { pico })
+    }
+}
+
+#[cfg(test)]
+mod usd_tests {
+    use super::Usd;
+
+    #[test]
+    fn amounts_parse_exactly_and_print_back() {
+        for (text, pico, shown) in [
+            ("20 USD", 20_000_000_000_000, "20 USD"),
+            ("$20", 20_000_000_000_000, "20 USD"),
+            ("0.5", 500_000_000_000, "0.5 USD"),
+            ("0.000001 USD", 1_000_000, "0.000001 USD"),
+            (" 12.34usd ", 12_340_000_000_000, "12.34 USD"),
+        ] {
+            let usd: Usd = text.parse().unwrap();
+            assert_eq!(usd.pico, pico, "{text}");
+            assert_eq!(usd.to_string(), shown);
+        }
+        for bad in [
+            "",
+            "USD",
+            "twenty",
+            "-5",
+            "1.0000000000001",
+            "0",
+            "1e3",
+            "99999999 USD",
+        ] {
+            assert!(bad.parse::<Usd>().is_err(), "{bad}");
+        }
+    }
+}
+
+impl std::fmt::Display for Usd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let whole = self.pico / 1_000_000_000_000;
+        let fraction = self.pico % 1_000_000_000_000;
+        if fraction == 0 {
+            write!(f, "{whole} USD")
+        } else {
+            let digits = format!("{fraction:012}");
+            write!(f, "{whole}.{} USD", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+impl Serialize for Usd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Usd {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Usd, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A function's CPU: `cpu = "proportional"` (the default: a share of one core that grows
@@ -230,6 +374,7 @@ impl FunctionConfig {
             expires: None,
             cpu: Cpu::Proportional,
             owner: None,
+            budget: None,
         }
     }
 
@@ -364,6 +509,8 @@ struct RawFunction {
     cpu: Cpu,
     #[serde(default)]
     owner: Option<String>,
+    #[serde(default)]
+    budget: Option<FunctionBudget>,
 }
 
 fn default_memory() -> ByteSize {
@@ -503,6 +650,7 @@ impl Manifest {
                         expires: f.expires,
                         cpu: f.cpu,
                         owner: f.owner,
+                        budget: f.budget,
                     },
                 }
             })

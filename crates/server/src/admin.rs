@@ -201,6 +201,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/envs", get(environments::list))
+        .route("/v1/budgets", get(crate::budgets::list))
         .route("/metrics", get(metrics));
     let deployer = Router::new()
         .route(
@@ -229,6 +230,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/functions/{name}/promote", post(promote_function))
         .route("/v1/functions/{name}/configure", post(configure_function))
         .route("/v1/envs", post(environments::create))
+        .route("/v1/budgets", put(crate::budgets::set))
+        .route("/v1/budgets/{id}", delete(crate::budgets::remove))
         .route("/v1/envs/{name}", delete(environments::remove));
     let admin = Router::new()
         .route(

@@ -81,6 +81,8 @@ fn action_name(method: &Method, route: &str) -> String {
         ("POST", "/v1/functions/{name}/promote") => "function.promote",
         ("POST", "/v1/functions/{name}/configure") => "function.configure",
         ("POST", "/v1/envs") => "env.create",
+        ("PUT", "/v1/budgets") => "budget.set",
+        ("DELETE", "/v1/budgets/{id}") => "budget.remove",
         ("DELETE", "/v1/envs/{name}") => "env.remove",
         _ => return format!("{method} {route}"),
     };

@@ -282,6 +282,14 @@ pub(crate) async fn deploy_over(
             })
             .collect();
         let results = worker.store.deploy(env, &releases)?;
+        for function in &request.functions {
+            crate::budgets::sync_manifest_budget(
+                worker.store.as_ref(),
+                env,
+                &function.config,
+                &provenance.deployed_by,
+            )?;
+        }
         let mut ready_functions = BTreeMap::new();
         for result in &results {
             let name = result.release.config.name.to_string();

@@ -239,10 +239,36 @@ pub(crate) fn check_revoked(function: &LiveFunction) -> Result<(), Refusal> {
 pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
     check_revoked(function)?;
     check_expiry(function, now_ms)?;
+    let budget = function.budget.load(Ordering::Acquire);
+    if budget == crate::budgets::STOPPED {
+        return Err(Refusal {
+            status: StatusCode::PAYMENT_REQUIRED,
+            reason: "budget_spent",
+            message: format!(
+                "function {} has spent its monthly budget and is stopped until the month ends \
+                 or the budget is raised (`runway budget ls`)\n",
+                function.name()
+            ),
+            retry_after: None,
+        });
+    }
     // The counter is shared by every release of the function, so a deploy does not reset it.
     let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;
     function.in_flight.inc();
     let slot = Slot(function.clone());
+    if budget == crate::budgets::THROTTLED && running > 1 {
+        drop(slot);
+        return Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "budget_throttled",
+            message: format!(
+                "function {} has spent its monthly budget and runs one invocation at a time; \
+                 retry shortly\n",
+                function.name()
+            ),
+            retry_after: Some(1),
+        });
+    }
     if let Some(max) = function.release.config.max_concurrency
         && running > max
     {

@@ -550,6 +550,19 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
             result: None,
         };
     }
+    if record.is_none() && status == StatusCode::PAYMENT_REQUIRED {
+        // Stopped by its budget: the job waits, without spending attempts, until the
+        // budget is raised or the month ends.
+        return JobUpdate {
+            state: JobState::Pending,
+            attempts: job.attempts.saturating_sub(1),
+            next_run_at_ms: now_ms() + 60_000,
+            last_error: Some(
+                "waiting: the function's monthly budget is spent (`runway budget ls`)".into(),
+            ),
+            result: None,
+        };
+    }
     let result = JobResult {
         status: status.as_u16(),
         body: String::from_utf8_lossy(&collected).into_owned(),

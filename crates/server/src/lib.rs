@@ -10,6 +10,7 @@ mod access_api;
 mod admin;
 mod artifacts_api;
 mod auth;
+mod budgets;
 mod capabilities;
 mod deploy;
 mod environments;
@@ -47,6 +48,7 @@ pub use admin::{
 };
 pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
 pub use auth::{AccessError, Bootstrap};
+pub use budgets::{BudgetStatus, SetBudgetRequest};
 pub use capabilities::CapabilityError;
 pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary, RollbackResponse};
 pub use environments::{
@@ -57,8 +59,8 @@ pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::EXPIRY_WARNING;
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
-pub use runway_store::RevokedArtifact;
 pub use runway_store::{AuditRecord, SecretInfo};
+pub use runway_store::{Budget, BudgetKind, RevokedArtifact};
 pub use runway_store::{ControlAuditRecord, Job, JobState};
 pub use runway_store::{CostDimension, CostRow, Digest, LogEntry, Usage};
 
@@ -112,6 +114,8 @@ pub struct NodeConfig {
     /// Public keys the home environment trusts; when set, every artifact deployed to it
     /// must carry a signature by one of them.
     pub trusted_keys: Option<PathBuf>,
+    /// Where budget alerts are POSTed as JSON.
+    pub budget_webhook: Option<String>,
 }
 
 impl NodeConfig {
@@ -134,6 +138,7 @@ impl NodeConfig {
             auth: true,
             bootstrap_token: None,
             trusted_keys: None,
+            budget_webhook: None,
         }
     }
 }
@@ -372,6 +377,11 @@ impl Node {
         servers.spawn(jobs::work(shared.clone(), stop.clone()));
         servers.spawn(jobs::schedule(shared.clone(), stop.clone()));
         servers.spawn(lifespan::watch(shared.clone(), stop.clone()));
+        servers.spawn(budgets::watch(
+            shared.clone(),
+            config.budget_webhook.clone(),
+            stop.clone(),
+        ));
         let router = admin::router(shared.clone());
         let admin_stop = stop.clone();
         servers.spawn(async move {

@@ -31,6 +31,8 @@ pub(crate) struct LiveFunction {
     pub(crate) expires_at_ms: Option<i64>,
     /// Its artifact was revoked: it answers 503 and never runs again.
     pub(crate) revoked: AtomicBool,
+    /// Budget enforcement: 0 open, 1 throttled (one at a time), 2 stopped.
+    pub(crate) budget: Arc<std::sync::atomic::AtomicU8>,
     coldstarts: IntCounter,
     warm: AtomicBool,
 }
@@ -92,6 +94,7 @@ impl LiveFunction {
         LiveFunction {
             revoked: AtomicBool::new(false),
             running: metrics.running(labels[0], labels[1]),
+            budget: metrics.budget_state(labels[0], labels[1]),
             jwt,
             expires_at_ms,
             memory_mb: release.config.memory.mib_ceil(),

@@ -48,6 +48,11 @@ pub(crate) struct Metrics {
     pub(crate) jobs: IntCounterVec,
     pub(crate) schedule_ticks: IntCounterVec,
     running: Mutex<HashMap<(String, String), Arc<AtomicU32>>>,
+    /// Budget enforcement per function, shared by all its releases (see `budgets`).
+    budget_states: Mutex<HashMap<(String, String), Arc<std::sync::atomic::AtomicU8>>>,
+    pub(crate) budget_used: prometheus::GaugeVec,
+    pub(crate) budget_projected: prometheus::GaugeVec,
+    pub(crate) budget_alerts: IntCounterVec,
 }
 
 const POLICY: &[&str] = &["capability", "environment", "function"];
@@ -133,6 +138,37 @@ impl Metrics {
         Metrics {
             audit_refusals_sampled,
             running: Mutex::default(),
+            budget_states: Mutex::default(),
+            budget_used: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "runway_budget_used_ratio",
+                        "Share of each monthly budget spent this calendar month (1 = all of it)",
+                    ),
+                    &["budget"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            budget_projected: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "runway_budget_projected_ratio",
+                        "Month-end cost at the current burn rate, as a share of each budget",
+                    ),
+                    &["budget"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            budget_alerts: counter(
+                &r,
+                "runway_budget_alerts_total",
+                "Budget alerts sent, by budget and threshold (50, 80, 100 percent)",
+                &["budget", "threshold"],
+            ),
             gateway_refused: counter(
                 &r,
                 "runway_gateway_refused_total",
@@ -265,6 +301,21 @@ impl Metrics {
     /// The count of a function's running invocations, shared by all its releases.
     pub(crate) fn running(&self, function: &str, environment: &str) -> Arc<AtomicU32> {
         self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((function.to_owned(), environment.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// A function's budget enforcement (0 open, 1 throttled, 2 stopped), shared by all its
+    /// releases so a deploy does not lift it.
+    pub(crate) fn budget_state(
+        &self,
+        function: &str,
+        environment: &str,
+    ) -> Arc<std::sync::atomic::AtomicU8> {
+        self.budget_states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry((function.to_owned(), environment.to_owned()))

@@ -306,29 +306,7 @@ pub enum BudgetKind {
     Owner,
 }
 
-/// What happens when a budget is spent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetAction {
-    /// Alerts only (at 50, 80 and 100 percent).
-    #[default]
-    Alert,
-    /// Alerts, and at 100 percent one invocation at a time per function.
-    Throttle,
-    /// Alerts, and at 100 percent no invocation until the month ends or the budget grows.
-    Stop,
-}
-
-impl BudgetAction {
-    /// The name as written.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            BudgetAction::Alert => "alert",
-            BudgetAction::Throttle => "throttle",
-            BudgetAction::Stop => "stop",
-        }
-    }
-}
+pub use runway_manifest::BudgetAction;
 
 /// A monthly budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

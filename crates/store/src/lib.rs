@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use control::{
-    ApiKeyRecord, ArtifactSignature, ControlAuditRecord, EnvironmentRecord, EnvironmentRules, Job,
-    JobRequest, JobResult, JobSource, JobState, JobUpdate, RevokedArtifact, TokenRecord,
+    ApiKeyRecord, ArtifactSignature, Budget, BudgetAction, BudgetKind, ControlAuditRecord,
+    EnvironmentRecord, EnvironmentRules, Job, JobRequest, JobResult, JobSource, JobState,
+    JobUpdate, RevokedArtifact, TokenRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -454,6 +455,21 @@ pub trait ControlStore: Send + Sync + 'static {
         environment: Option<&str>,
         since_ms: i64,
     ) -> Result<Vec<CostRow>, StoreError>;
+    /// Creates or replaces a budget.
+    fn set_budget(&self, budget: &Budget) -> Result<(), StoreError>;
+    /// Every budget, by id.
+    fn budgets(&self) -> Result<Vec<Budget>, StoreError>;
+    /// Removes a budget; false if there was none.
+    fn remove_budget(&self, id: &str) -> Result<bool, StoreError>;
+    /// Records that a budget's `threshold` alert for `month` (`2026-11`) was sent; false if it
+    /// already was, so each alert goes out once.
+    fn claim_budget_alert(
+        &self,
+        budget: &str,
+        month: &str,
+        threshold: u32,
+        at_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Removes an environment with its functions, releases, secrets, API keys, jobs and logs,
     /// and revokes its scoped tokens; false if it did not exist.
     fn remove_environment(&self, name: &str, now_ms: i64) -> Result<bool, StoreError>;

@@ -97,6 +97,7 @@ CREATE TABLE secrets (
     crate::sqlite_env::MIGRATION_5,
     "ALTER TABLE invocations ADD COLUMN cpu_throttled_us INTEGER NOT NULL DEFAULT 0;",
     crate::sqlite_cost::MIGRATION_7,
+    crate::sqlite_cost::MIGRATION_8,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -407,6 +408,28 @@ impl ControlStore for SqliteStore {
         since_ms: i64,
     ) -> Result<Vec<CostRow>, StoreError> {
         crate::sqlite_cost::grouped(&self.conn(), by, environment, since_ms)
+    }
+
+    fn set_budget(&self, budget: &crate::Budget) -> Result<(), StoreError> {
+        crate::sqlite_cost::set_budget(&self.conn(), budget)
+    }
+
+    fn budgets(&self) -> Result<Vec<crate::Budget>, StoreError> {
+        crate::sqlite_cost::budgets(&self.conn())
+    }
+
+    fn remove_budget(&self, id: &str) -> Result<bool, StoreError> {
+        crate::sqlite_cost::remove_budget(&self.conn(), id)
+    }
+
+    fn claim_budget_alert(
+        &self,
+        budget: &str,
+        month: &str,
+        threshold: u32,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        crate::sqlite_cost::claim_budget_alert(&self.conn(), budget, month, threshold, at_ms)
     }
 
     fn logs(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use runway_meter::{InvocationRecord, PicoUsd};
 use rusqlite::{Connection, Transaction, params};
 
-use crate::{CostDimension, CostRow, StoreError, Usage};
+use crate::{Budget, BudgetAction, BudgetKind, CostDimension, CostRow, StoreError, Usage};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -190,6 +190,113 @@ pub(crate) fn grouped(
     })
     .and_then(Iterator::collect)
     .map_err(db("summing usage"))
+}
+
+/// Migration 8: monthly budgets and the alerts already sent for each month.
+pub(crate) const MIGRATION_8: &str = r#"
+CREATE TABLE budgets (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    scope           TEXT NOT NULL,
+    environment     TEXT,
+    monthly_pusd    INTEGER NOT NULL,
+    action          TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    updated_ms      INTEGER NOT NULL,
+    updated_by      TEXT NOT NULL
+);
+CREATE TABLE budget_alerts (
+    budget          TEXT NOT NULL,
+    month           TEXT NOT NULL,
+    threshold       INTEGER NOT NULL,
+    at_ms           INTEGER NOT NULL,
+    PRIMARY KEY (budget, month, threshold)
+);
+"#;
+
+fn text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn parsed<T: serde::de::DeserializeOwned>(column: usize, value: String) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(value)).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            Box::new(err),
+        )
+    })
+}
+
+pub(crate) fn set_budget(conn: &Connection, budget: &Budget) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO budgets (id, kind, scope, environment, monthly_pusd, action, source, updated_ms, updated_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET monthly_pusd = excluded.monthly_pusd, action = excluded.action,
+           source = excluded.source, updated_ms = excluded.updated_ms, updated_by = excluded.updated_by",
+        params![
+            budget.id,
+            text(&budget.kind),
+            budget.scope,
+            budget.environment,
+            budget.monthly_pusd as i64,
+            budget.action.as_str(),
+            budget.source,
+            budget.updated_at_ms,
+            budget.updated_by
+        ],
+    )
+    .map(drop)
+    .map_err(db("setting a budget"))
+}
+
+pub(crate) fn budgets(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, kind, scope, environment, monthly_pusd, action, source, updated_ms, updated_by
+             FROM budgets ORDER BY id",
+        )
+        .map_err(db("listing budgets"))?;
+    stmt.query_map([], |row| {
+        Ok(Budget {
+            id: row.get(0)?,
+            kind: parsed::<BudgetKind>(1, row.get(1)?)?,
+            scope: row.get(2)?,
+            environment: row.get(3)?,
+            monthly_pusd: row.get::<_, i64>(4)? as u64,
+            action: parsed::<BudgetAction>(5, row.get(5)?)?,
+            source: row.get(6)?,
+            updated_at_ms: row.get(7)?,
+            updated_by: row.get(8)?,
+        })
+    })
+    .and_then(Iterator::collect)
+    .map_err(db("listing budgets"))
+}
+
+pub(crate) fn remove_budget(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    conn.execute("DELETE FROM budgets WHERE id = ?1", [id])
+        .map(|n| n > 0)
+        .map_err(db("removing a budget"))
+}
+
+pub(crate) fn claim_budget_alert(
+    conn: &Connection,
+    budget: &str,
+    month: &str,
+    threshold: u32,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    conn.execute(
+        "INSERT INTO budget_alerts (budget, month, threshold, at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+        params![budget, month, threshold, at_ms],
+    )
+    .map(|n| n > 0)
+    .map_err(db("recording a budget alert"))
 }
 
 #[cfg(test)]

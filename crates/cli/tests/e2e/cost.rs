@@ -335,3 +335,182 @@ fn cost_groups_by_function_environment_release_and_owner_from_the_rollups() {
             .contains("invalid `since` value `soon`")
     );
 }
+
+/// An HTTP server that keeps every request body it receives.
+fn webhook_receiver() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::io::{Read, Write};
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kept = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let read = read_head(&mut stream);
+            let split = read
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(read.len(), |i| i + 4);
+            let head = String::from_utf8_lossy(&read[..split]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            // The head's read may have taken part of the body with it.
+            let mut body = read[split..].to_vec();
+            let mut rest = vec![0; length.saturating_sub(body.len())];
+            _ = stream.read_exact(&mut rest);
+            body.extend(rest);
+            if let Ok(value) = serde_json::from_slice(&body) {
+                kept.lock().unwrap().push(value);
+            }
+            _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, received)
+}
+
+#[test]
+fn budgets_alert_at_each_threshold_then_stop_or_throttle_at_100_percent() {
+    let dir = tempdir();
+    let (port, alerts) = webhook_receiver();
+    let node = TestNode::start(
+        &dir.path().join("data"),
+        &["--budget-webhook", &format!("http://127.0.0.1:{port}/hook")],
+    );
+    // One hello invocation costs about 0.2 µUSD: five spend a 1 µUSD budget.
+    let text = format!(
+        "{}\n[function.budget]\nmonthly = \"0.000001 USD\"\naction = \"stop\"\n",
+        function_toml("hello", "hello", "/hello", "owner = \"web\"")
+    );
+    node.deploy(&manifest(&dir.path().join("app"), &text));
+    let listed = node.cli(&["budget", "ls", "--json"]).json();
+    assert_eq!(listed[0]["budget"]["id"], "function:prod/hello");
+    assert_eq!(listed[0]["budget"]["source"], "manifest");
+    assert_eq!(listed[0]["reached"], 0);
+    for _ in 0..5 {
+        assert_eq!(node.get("/hello").status(), 200);
+    }
+    node.eventually("the budget is spent and the function stopped", || {
+        node.get("/hello").status() == 402
+    });
+    let stopped = node.get("/hello");
+    assert_eq!(stopped.status(), 402);
+    assert!(stopped.text().unwrap().contains("spent its monthly budget"));
+    node.eventually("three alerts reached the webhook", || {
+        alerts.lock().unwrap().len() >= 3
+    });
+    let thresholds: Vec<u64> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a["threshold"].as_u64().unwrap())
+        .collect();
+    assert_eq!(thresholds, [50, 80, 100], "each threshold once, in order");
+    let last = alerts.lock().unwrap()[2].clone();
+    assert_eq!(last["budget"], "function:prod/hello");
+    assert_eq!(last["action"], "stop");
+    assert_eq!(last["enforced"], true);
+    let status = node.cli(&["budget", "ls", "--json"]).json();
+    assert_eq!(status[0]["reached"], 100);
+    assert_eq!(status[0]["enforced"], true);
+    assert!(status[0]["used"].as_f64().unwrap() >= 1.0);
+    assert!(status[0]["projected_usd"].as_f64().unwrap() > 0.0);
+    assert!(
+        node.metric("runway_budget_used_ratio{budget=\"function:prod/hello\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        node.metric("runway_budget_alerts_total{budget=\"function:prod/hello\",threshold=\"100\"}"),
+        Some(1.0)
+    );
+    let audit = node.cli(&["audit", "--kind", "control", "--json"]).json();
+    let budget_alerts = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "budget.alert")
+        .count();
+    assert_eq!(budget_alerts, 3, "{audit}");
+    // Refused calls cost nothing: the spending stays where it stopped.
+    let refused = node.metric("runway_gateway_refused_total{environment=\"prod\",function=\"hello\",reason=\"budget_spent\"}");
+    assert!(refused.unwrap() >= 1.0);
+
+    // Raising the budget reopens the function.
+    node.cli(&[
+        "budget",
+        "set",
+        "function",
+        "hello",
+        "--monthly",
+        "1 USD",
+        "--action",
+        "stop",
+    ])
+    .ok();
+    node.eventually("the function serves again", || {
+        node.get("/hello").status() == 200
+    });
+    // Throttle: one invocation at a time, so sequential calls still succeed.
+    node.cli(&[
+        "budget",
+        "set",
+        "function",
+        "hello",
+        "--monthly",
+        "0.000001 USD",
+        "--action",
+        "throttle",
+    ])
+    .ok();
+    node.eventually("the throttle is in force", || {
+        node.cli(&["budget", "ls", "--json"]).json()[0]["enforced"] == true
+    });
+    assert_eq!(node.get("/hello").status(), 200);
+    let table = node.cli(&["budget", "ls"]).ok().to_owned();
+    assert!(
+        table.contains("ENFORCED") && table.contains("throttle"),
+        "{table}"
+    );
+
+    // Bad input changes nothing.
+    assert!(
+        node.cli(&["budget", "set", "function", "hello", "--monthly", "twenty"])
+            .failed()
+            .contains("invalid amount `twenty`")
+    );
+    assert!(
+        node.cli(&["budget", "set", "function", "nope", "--monthly", "1 USD"])
+            .failed()
+            .contains("no function named `nope`")
+    );
+    assert!(
+        node.cli(&["budget", "rm", "owner:nobody"])
+            .failed()
+            .contains("no budget")
+    );
+    node.cli(&["budget", "set", "owner", "web", "--monthly", "5 USD"])
+        .ok();
+    node.cli(&["budget", "set", "env", "--monthly", "50 USD"])
+        .ok();
+    let ids: Vec<String> = node
+        .cli(&["budget", "ls", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["budget"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["env:prod", "function:prod/hello", "owner:web"]);
+    node.cli(&["budget", "rm", "owner:web"]).ok();
+    let refused = serve_refused(
+        &dir.path().join("other"),
+        &["--budget-webhook", "https://x"],
+    );
+    assert!(refused.contains("not an http:// URL"), "{refused}");
+}
