@@ -58,7 +58,7 @@ pub fn run(runway: &Path, rounds: u32) -> anyhow::Result<()> {
         "INSERT INTO usage_hourly
          SELECT (started_ms / 3600000) * 3600000, environment, function, release, COUNT(*),
                 SUM(status != 'ok'), SUM(gb_seconds), SUM(cost_pusd), SUM(duration_us),
-                MAX(max_memory_bytes), SUM(cpu_throttled_us)
+                MAX(max_memory_bytes), SUM(cpu_throttled_us), MAX(concurrency), MAX(memory_mb)
          FROM invocations GROUP BY 1, 2, 3, 4",
     )?;
     tx.commit()?;

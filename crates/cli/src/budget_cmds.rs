@@ -156,3 +156,103 @@ pub fn budget(command: BudgetCommand) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Args)]
+pub struct CapacityArgs {
+    /// Period to read, ending now.
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// Growth factor to plan for (2 = twice the traffic).
+    #[arg(long, default_value_t = 1.0)]
+    pub growth: f64,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `runway capacity`: peak use per function, and the nodes a growth factor would need.
+pub fn capacity(args: CapacityArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.server)?;
+    let scope = if args.server.env.is_some() {
+        "env"
+    } else {
+        "all"
+    };
+    let report: runway_server::CapacityReport =
+        client.json(client.get("/v1/capacity").query(&[
+            ("since", args.since.as_str()),
+            ("growth", &args.growth.to_string()),
+            ("scope", scope),
+        ]))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let gib = |mb: u64| format!("{:.1} GiB", mb as f64 / 1024.0);
+    let rows: Vec<Vec<String>> = report
+        .observed
+        .functions
+        .iter()
+        .map(|f| {
+            vec![
+                format!("{}/{}", f.environment, f.function),
+                format!("{}MiB", f.memory_mb),
+                f.peak_concurrency.to_string(),
+                gib(f.memory_mb * u64::from(f.peak_concurrency)),
+                format!(
+                    "{:.1} MiB",
+                    f.max_memory_used_bytes as f64 / (1 << 20) as f64
+                ),
+                f.invocations.to_string(),
+                format!(
+                    "{:.2} ms",
+                    f.duration_us as f64 / 1000.0 / f.invocations.max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    println!("since {}:", table::time(report.observed.since_ms));
+    table::print(
+        &[
+            "FUNCTION",
+            "MEMORY",
+            "PEAK CONCURRENCY",
+            "MEMORY AT PEAK",
+            "MAX USED",
+            "INVOCATIONS",
+            "MEAN DURATION",
+        ],
+        &rows,
+    );
+    match &report.observed.busiest {
+        None => println!("nothing ran in the period"),
+        Some(b) => {
+            println!(
+                "busiest hour {}: {} instances at once, {} of memory, {:.2} cores",
+                table::time(b.hour_ms),
+                b.instances,
+                gib(b.memory_mb),
+                b.cores
+            );
+            println!(
+                "at ×{}: {} instances, {}, {:.2} cores → {} node(s) like this one ({} cores, {} of memory of which 80% for functions, {} instance slots), limited by {}",
+                report.growth,
+                report.needed_instances,
+                gib(report.needed_memory_mb),
+                report.needed_cores,
+                report.nodes_needed,
+                report.node_cores,
+                gib(report.node_memory_bytes >> 20),
+                report.node_instances,
+                report.limited_by
+            );
+        }
+    }
+    println!(
+        "monthly cost: ${:.4} at this period's rate, ${:.4} at ×{}",
+        report.monthly_cost_usd, report.monthly_cost_at_growth_usd, report.growth
+    );
+    Ok(ExitCode::SUCCESS)
+}

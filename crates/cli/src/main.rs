@@ -90,6 +90,8 @@ enum Command {
     /// Monthly budgets per function, environment and owner: alerts, throttle, stop.
     #[command(subcommand)]
     Budget(budget_cmds::BudgetCommand),
+    /// Peak concurrency and memory per function, and the nodes a growth factor needs.
+    Capacity(budget_cmds::CapacityArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::Promote(args) => env_cmds::promote(args),
         Command::Tune(args) => tune_cmds::tune(args),
         Command::Budget(command) => budget_cmds::budget(command),
+        Command::Capacity(args) => budget_cmds::capacity(args),
     };
     match result {
         Ok(code) => code,

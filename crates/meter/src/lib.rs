@@ -249,6 +249,9 @@ pub struct InvocationRecord {
     /// Time the guest was paused for having used its CPU share (CPU follows memory).
     #[serde(default)]
     pub cpu_throttled_us: u64,
+    /// Invocations of the function running when this one started, itself included.
+    #[serde(default)]
+    pub concurrency: u32,
 }
 
 impl InvocationRecord {
@@ -332,6 +335,7 @@ mod tests {
     fn report_line_has_lambda_shape() {
         let record = InvocationRecord {
             cpu_throttled_us: 0,
+            concurrency: 1,
             request_id: "r-1".into(),
             environment: "prod".into(),
             function: "hello".into(),

@@ -210,6 +210,7 @@ mod tests {
     fn record(id: usize) -> InvocationRecord {
         InvocationRecord {
             cpu_throttled_us: 0,
+            concurrency: 1,
             request_id: format!("r{id}"),
             environment: "prod".into(),
             function: "f".into(),

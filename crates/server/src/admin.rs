@@ -202,6 +202,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/envs", get(environments::list))
         .route("/v1/budgets", get(crate::budgets::list))
+        .route("/v1/capacity", get(crate::budgets::capacity))
         .route("/metrics", get(metrics));
     let deployer = Router::new()
         .route(

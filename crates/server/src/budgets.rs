@@ -1,7 +1,9 @@
-//! Monthly budgets per function, environment and owner: what has been spent this calendar
-//! month (UTC), the burn rate, the month-end projection, alerts at 50, 80 and 100 percent
-//! (a webhook, the control-plane audit log and `/metrics`), and at 100 percent the budget's
-//! action: `alert`, `throttle` (one invocation at a time) or `stop` (402).
+//! Planning what functions cost. Monthly budgets per function, environment and owner: what
+//! has been spent this calendar month (UTC), the burn rate, the month-end projection, alerts
+//! at 50, 80 and 100 percent (a webhook, the control-plane audit log and `/metrics`), and at
+//! 100 percent the budget's action: `alert`, `throttle` (one invocation at a time) or `stop`
+//! (402). And capacity: peak concurrency and memory per function, and the nodes a growth
+//! factor would need.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -471,4 +473,148 @@ mod tests {
         assert_eq!(december, "2026-12");
         assert_eq!(next, 1_798_761_600_000); // 2027-01-01
     }
+}
+
+/// `GET /v1/capacity`: peak use, and what a growth factor would need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapacityReport {
+    /// Peak use per function and the busiest hour.
+    pub observed: runway_store::Capacity,
+    /// The growth factor applied.
+    pub growth: f64,
+    /// This node: memory (bytes), cores and instance slots.
+    pub node_memory_bytes: u64,
+    /// Cores on this node.
+    pub node_cores: u64,
+    /// Instances this node may run at once (`--max-instances`).
+    pub node_instances: u64,
+    /// At the busiest hour × growth: instances, memory (MiB) and cores needed.
+    pub needed_instances: u64,
+    /// Memory needed, MiB.
+    pub needed_memory_mb: u64,
+    /// Cores needed.
+    pub needed_cores: f64,
+    /// Nodes like this one needed, by the tightest of memory (80% of it usable), cores and
+    /// instance slots.
+    pub nodes_needed: u64,
+    /// Which resource decides `nodes_needed`.
+    pub limited_by: String,
+    /// Cost of the period scaled to 30 days, now and at the growth factor, US dollars.
+    pub monthly_cost_usd: f64,
+    /// As above, × growth.
+    pub monthly_cost_at_growth_usd: f64,
+}
+
+/// The share of a node's memory functions may be sized for; the rest is the node's own.
+const USABLE_MEMORY: f64 = 0.8;
+
+fn node_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CapacityQuery {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    growth: Option<f64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+pub(crate) async fn capacity(
+    State(shared): State<Arc<Shared>>,
+    Extension(env): Extension<Arc<Environment>>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Query(query): axum::extract::Query<CapacityQuery>,
+) -> Result<Json<CapacityReport>, ApiError> {
+    let growth = query.growth.unwrap_or(1.0);
+    if !(growth.is_finite() && growth > 0.0 && growth <= 1000.0) {
+        return Err(ApiError::bad_request(
+            "invalid_growth",
+            format!("--growth {growth} is out of range: give a factor above 0 and at most 1000"),
+        ));
+    }
+    let since = match query.since.as_deref() {
+        None => Duration::from_secs(7 * 24 * 3600),
+        Some(text) => humantime::parse_duration(text).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_since",
+                format!("invalid `since` value `{text}`: {err}; use a duration such as `7d`"),
+            )
+        })?,
+    };
+    let everywhere = match query.scope.as_deref() {
+        None | Some("all") => caller.environment.is_none(),
+        Some("env") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_scope",
+                format!("invalid scope `{other}`: use `all` or `env`"),
+            ));
+        }
+    };
+    let now = now_ms();
+    let since_ms = now - since.as_millis() as i64;
+    let full_core_mb = shared.runtime.config().cpu_full_core_bytes as f64 / (1 << 20) as f64;
+    let full_core_mb = if full_core_mb > 0.0 {
+        full_core_mb
+    } else {
+        1.0
+    };
+    let store = shared.store.clone();
+    let only = (!everywhere).then(|| env.name.clone());
+    let observed =
+        blocking(move || Ok(store.capacity(only.as_deref(), since_ms, full_core_mb)?)).await?;
+    let node_memory_bytes = node_memory_bytes();
+    let node_cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let node_instances = u64::from(shared.runtime.config().max_instances);
+    let (instances, memory_mb, cores) = observed
+        .busiest
+        .as_ref()
+        .map_or((0, 0, 0.0), |b| (b.instances, b.memory_mb, b.cores));
+    let needed_instances = (instances as f64 * growth).ceil() as u64;
+    let needed_memory_mb = (memory_mb as f64 * growth).ceil() as u64;
+    let needed_cores = cores * growth;
+    let usable_mb = node_memory_bytes as f64 / (1 << 20) as f64 * USABLE_MEMORY;
+    let by_memory = if usable_mb > 0.0 {
+        (needed_memory_mb as f64 / usable_mb).ceil() as u64
+    } else {
+        0
+    };
+    let by_cores = (needed_cores / node_cores as f64).ceil() as u64;
+    let by_instances = needed_instances.div_ceil(node_instances.max(1));
+    let (nodes_needed, limited_by) = [
+        (by_memory, "memory"),
+        (by_cores, "cpu"),
+        (by_instances, "instances"),
+    ]
+    .into_iter()
+    .max_by_key(|(n, _)| *n)
+    .unwrap_or((0, "memory"));
+    let window_ms = (now - observed.since_ms).max(1) as f64;
+    let cost: u64 = observed.functions.iter().map(|f| f.cost.0).sum();
+    let monthly = PicoUsd(cost).as_usd() * (30.0 * 86_400_000.0) / window_ms;
+    Ok(Json(CapacityReport {
+        growth,
+        node_memory_bytes,
+        node_cores,
+        node_instances,
+        needed_instances,
+        needed_memory_mb,
+        needed_cores,
+        nodes_needed: nodes_needed.max(u64::from(needed_instances > 0)),
+        limited_by: limited_by.to_owned(),
+        monthly_cost_usd: monthly,
+        monthly_cost_at_growth_usd: monthly * growth,
+        observed,
+    }))
 }

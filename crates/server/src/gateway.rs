@@ -263,8 +263,10 @@ where
         let shared = shared.clone();
         let function = function.clone();
         move |outcome: Outcome| {
+            let concurrency = slot.concurrency();
             drop(slot);
-            let record = record(&shared, &function, request_id, outcome);
+            let mut record = record(&shared, &function, request_id, outcome);
+            record.concurrency = concurrency;
             if let Some(reply) = reply {
                 _ = reply.send(record.clone());
             }
@@ -371,6 +373,7 @@ fn record(
         stderr: outcome.stderr,
         error,
         cpu_throttled_us: outcome.cpu_throttled.as_micros() as u64,
+        concurrency: 1,
     }
 }
 

@@ -208,7 +208,15 @@ pub(crate) fn check_expiry(function: &LiveFunction, now_ms: i64) -> Result<(), R
 }
 
 /// A slot under the function's concurrency limit, released when dropped.
-pub(crate) struct Slot(Arc<LiveFunction>);
+pub(crate) struct Slot(Arc<LiveFunction>, u32);
+
+impl Slot {
+    /// Invocations of the function running when this one was admitted, itself included
+    /// (what capacity planning reads as concurrency).
+    pub(crate) fn concurrency(&self) -> u32 {
+        self.1
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -255,7 +263,7 @@ pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, R
     // The counter is shared by every release of the function, so a deploy does not reset it.
     let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;
     function.in_flight.inc();
-    let slot = Slot(function.clone());
+    let slot = Slot(function.clone(), running);
     if budget == crate::budgets::THROTTLED && running > 1 {
         drop(slot);
         return Err(Refusal {

@@ -48,7 +48,7 @@ pub use admin::{
 };
 pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
 pub use auth::{AccessError, Bootstrap};
-pub use budgets::{BudgetStatus, SetBudgetRequest};
+pub use budgets::{BudgetStatus, CapacityReport, SetBudgetRequest};
 pub use capabilities::CapabilityError;
 pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary, RollbackResponse};
 pub use environments::{

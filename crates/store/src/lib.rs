@@ -268,6 +268,51 @@ pub struct CostRow {
     pub max_memory_bytes: u64,
 }
 
+/// One function's peak use over a period (`runway capacity`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionPeak {
+    /// The environment.
+    pub environment: String,
+    /// The function.
+    pub function: String,
+    /// Its memory size (the largest of its releases in the period), MiB.
+    pub memory_mb: u64,
+    /// The most invocations of it running at once.
+    pub peak_concurrency: u32,
+    /// The most memory one invocation used, bytes.
+    pub max_memory_used_bytes: u64,
+    /// Invocations.
+    pub invocations: u64,
+    /// Sum of durations, microseconds.
+    pub duration_us: u64,
+    /// Cost.
+    pub cost: PicoUsd,
+}
+
+/// The hour in which the functions together held the most memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusiestHour {
+    /// The hour's start, milliseconds since the Unix epoch.
+    pub hour_ms: i64,
+    /// Instances at once (each function's peak in that hour, summed).
+    pub instances: u64,
+    /// Memory those instances were sized for, MiB.
+    pub memory_mb: u64,
+    /// Cores they were entitled to (CPU follows memory).
+    pub cores: f64,
+}
+
+/// Peak use since a point in time, from the hourly rollups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Start of the period (rounded down to the hour).
+    pub since_ms: i64,
+    /// Per function, the largest memory at peak first.
+    pub functions: Vec<FunctionPeak>,
+    /// The busiest hour, if anything ran.
+    pub busiest: Option<BusiestHour>,
+}
+
 /// One line of a function's logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -455,6 +500,14 @@ pub trait ControlStore: Send + Sync + 'static {
         environment: Option<&str>,
         since_ms: i64,
     ) -> Result<Vec<CostRow>, StoreError>;
+    /// Peak concurrency and memory per function and the busiest hour since `since_ms`, in
+    /// `environment` or all of them; `full_core_mb` is the memory size that buys a core.
+    fn capacity(
+        &self,
+        environment: Option<&str>,
+        since_ms: i64,
+        full_core_mb: f64,
+    ) -> Result<Capacity, StoreError>;
     /// Creates or replaces a budget.
     fn set_budget(&self, budget: &Budget) -> Result<(), StoreError>;
     /// Every budget, by id.

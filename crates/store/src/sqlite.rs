@@ -95,7 +95,8 @@ CREATE TABLE secrets (
     crate::sqlite_control::MIGRATION,
     crate::sqlite_control::MIGRATION_4,
     crate::sqlite_env::MIGRATION_5,
-    "ALTER TABLE invocations ADD COLUMN cpu_throttled_us INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE invocations ADD COLUMN cpu_throttled_us INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE invocations ADD COLUMN concurrency INTEGER NOT NULL DEFAULT 1;",
     crate::sqlite_cost::MIGRATION_7,
     crate::sqlite_cost::MIGRATION_8,
 ];
@@ -408,6 +409,15 @@ impl ControlStore for SqliteStore {
         since_ms: i64,
     ) -> Result<Vec<CostRow>, StoreError> {
         crate::sqlite_cost::grouped(&self.conn(), by, environment, since_ms)
+    }
+
+    fn capacity(
+        &self,
+        environment: Option<&str>,
+        since_ms: i64,
+        full_core_mb: f64,
+    ) -> Result<crate::Capacity, StoreError> {
+        crate::sqlite_cost::capacity(&self.conn(), environment, since_ms, full_core_mb)
     }
 
     fn set_budget(&self, budget: &crate::Budget) -> Result<(), StoreError> {
@@ -780,8 +790,8 @@ impl SqliteRecordSink {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO invocations (request_id, environment, function, release, started_ms,
                    duration_us, billed_ms, memory_mb, max_memory_bytes, instantiate_us, status, http_status,
-                   gb_seconds, cost_pusd, cpu_throttled_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                   gb_seconds, cost_pusd, cpu_throttled_us, concurrency)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let mut log = tx.prepare_cached(
                 "INSERT INTO logs (environment, function, request_id, at_ms, stream, line)
@@ -805,6 +815,7 @@ impl SqliteRecordSink {
                     r.gb_seconds,
                     r.cost.0 as i64,
                     r.cpu_throttled_us as i64,
+                    r.concurrency,
                 ])?;
                 // A record written twice (a retried batch) is counted once.
                 if inserted == 0 {
@@ -901,6 +912,7 @@ mod tests {
         let mut sink = store.record_sink().unwrap();
         let record = |id: &str, status| InvocationRecord {
             cpu_throttled_us: 0,
+            concurrency: 1,
             request_id: id.into(),
             environment: "prod".into(),
             function: "a".into(),

@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use runway_meter::{InvocationRecord, PicoUsd};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::{Budget, BudgetAction, BudgetKind, CostDimension, CostRow, StoreError, Usage};
+use crate::{
+    Budget, BudgetAction, BudgetKind, BusiestHour, Capacity, CostDimension, CostRow, FunctionPeak,
+    StoreError, Usage,
+};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -25,6 +28,8 @@ CREATE TABLE usage_hourly (
     duration_us         INTEGER NOT NULL,
     max_memory_bytes    INTEGER NOT NULL,
     cpu_throttled_us    INTEGER NOT NULL,
+    peak_concurrency    INTEGER NOT NULL,
+    memory_mb           INTEGER NOT NULL,
     PRIMARY KEY (hour_ms, environment, function, release)
 );
 CREATE INDEX usage_hourly_by_environment ON usage_hourly (environment, hour_ms);
@@ -32,7 +37,7 @@ CREATE INDEX invocations_by_start ON invocations (started_ms);
 INSERT INTO usage_hourly
 SELECT (started_ms / 3600000) * 3600000, environment, function, release, COUNT(*),
        SUM(status != 'ok'), SUM(gb_seconds), SUM(cost_pusd), SUM(duration_us),
-       MAX(max_memory_bytes), SUM(cpu_throttled_us)
+       MAX(max_memory_bytes), SUM(cpu_throttled_us), MAX(concurrency), MAX(memory_mb)
 FROM invocations GROUP BY 1, 2, 3, 4;
 "#;
 
@@ -49,6 +54,8 @@ struct Sums {
     duration_us: i64,
     max_memory: i64,
     throttled_us: i64,
+    peak_concurrency: i64,
+    memory_mb: i64,
 }
 
 /// Adds newly stored records to their hours (one upsert per hour and release in the batch).
@@ -66,11 +73,14 @@ pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqli
         sums.duration_us += r.duration_us as i64;
         sums.max_memory = sums.max_memory.max(r.max_memory_bytes as i64);
         sums.throttled_us += r.cpu_throttled_us as i64;
+        sums.peak_concurrency = sums.peak_concurrency.max(i64::from(r.concurrency));
+        sums.memory_mb = sums.memory_mb.max(r.memory_mb as i64);
     }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO usage_hourly (hour_ms, environment, function, release, invocations, failures,
-           gb_seconds, cost_pusd, duration_us, max_memory_bytes, cpu_throttled_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+           gb_seconds, cost_pusd, duration_us, max_memory_bytes, cpu_throttled_us,
+           peak_concurrency, memory_mb)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (hour_ms, environment, function, release) DO UPDATE SET
            invocations = invocations + excluded.invocations,
            failures = failures + excluded.failures,
@@ -78,7 +88,9 @@ pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqli
            cost_pusd = cost_pusd + excluded.cost_pusd,
            duration_us = duration_us + excluded.duration_us,
            max_memory_bytes = MAX(max_memory_bytes, excluded.max_memory_bytes),
-           cpu_throttled_us = cpu_throttled_us + excluded.cpu_throttled_us",
+           cpu_throttled_us = cpu_throttled_us + excluded.cpu_throttled_us,
+           peak_concurrency = MAX(peak_concurrency, excluded.peak_concurrency),
+           memory_mb = MAX(memory_mb, excluded.memory_mb)",
     )?;
     for ((hour, environment, function, release), s) in hours {
         upsert.execute(params![
@@ -92,7 +104,9 @@ pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqli
             s.cost,
             s.duration_us,
             s.max_memory,
-            s.throttled_us
+            s.throttled_us,
+            s.peak_concurrency,
+            s.memory_mb
         ])?;
     }
     Ok(())
@@ -190,6 +204,72 @@ pub(crate) fn grouped(
     })
     .and_then(Iterator::collect)
     .map_err(db("summing usage"))
+}
+
+/// Peak use per function, and the busiest hour, since `since_ms` (whole hours).
+pub(crate) fn capacity(
+    conn: &Connection,
+    environment: Option<&str>,
+    since_ms: i64,
+    full_core_mb: f64,
+) -> Result<Capacity, StoreError> {
+    let from = since_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    let in_environment = if environment.is_some() {
+        "environment = ?2 AND"
+    } else {
+        "?2 IS NULL AND"
+    };
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT environment, function, MAX(memory_mb), MAX(peak_concurrency),
+                    MAX(max_memory_bytes), SUM(invocations), SUM(duration_us), SUM(cost_pusd)
+             FROM usage_hourly WHERE {in_environment} hour_ms >= ?1
+             GROUP BY environment, function ORDER BY MAX(peak_concurrency) * MAX(memory_mb) DESC"
+        ))
+        .map_err(db("reading peak use"))?;
+    let functions = stmt
+        .query_map(params![from, environment], |row| {
+            Ok(FunctionPeak {
+                environment: row.get(0)?,
+                function: row.get(1)?,
+                memory_mb: row.get::<_, i64>(2)? as u64,
+                peak_concurrency: row.get::<_, i64>(3)? as u32,
+                max_memory_used_bytes: row.get::<_, i64>(4)? as u64,
+                invocations: row.get::<_, i64>(5)? as u64,
+                duration_us: row.get::<_, i64>(6)? as u64,
+                cost: PicoUsd(row.get::<_, i64>(7)? as u64),
+            })
+        })
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(db("reading peak use"))?;
+    // The busiest hour by memory held at once: each function's peak in that hour, summed.
+    let busiest = conn
+        .query_row(
+            &format!(
+                "SELECT hour_ms, SUM(pc), SUM(pc * mm), SUM(pc * MIN(1.0, mm / ?3))
+                 FROM (SELECT hour_ms, environment, function, MAX(peak_concurrency) AS pc,
+                              MAX(memory_mb) AS mm
+                       FROM usage_hourly WHERE {in_environment} hour_ms >= ?1
+                       GROUP BY hour_ms, environment, function)
+                 GROUP BY hour_ms ORDER BY SUM(pc * mm) DESC, hour_ms DESC LIMIT 1"
+            ),
+            params![from, environment, full_core_mb],
+            |row| {
+                Ok(BusiestHour {
+                    hour_ms: row.get(0)?,
+                    instances: row.get::<_, i64>(1)? as u64,
+                    memory_mb: row.get::<_, i64>(2)? as u64,
+                    cores: row.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db("reading the busiest hour"))?;
+    Ok(Capacity {
+        since_ms: from,
+        functions,
+        busiest,
+    })
 }
 
 /// Migration 8: monthly budgets and the alerts already sent for each month.
@@ -331,6 +411,7 @@ mod tests {
             stderr: Vec::new(),
             error: None,
             cpu_throttled_us: 0,
+            concurrency: 1,
         }
     }
 

@@ -514,3 +514,57 @@ fn budgets_alert_at_each_threshold_then_stop_or_throttle_at_100_percent() {
     );
     assert!(refused.contains("not an http:// URL"), "{refused}");
 }
+
+#[test]
+fn capacity_reports_peak_use_and_the_nodes_a_growth_factor_needs() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    node.deploy(&manifest(
+        &dir.path().join("app"),
+        &crunch("crunch", "128MiB", ""),
+    ));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{}/crunch?n=200000", node.gateway);
+            std::thread::spawn(move || reqwest::blocking::get(url).unwrap().status().as_u16())
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    node.eventually("the meter has written the records", || {
+        node.cli(&["capacity", "--json"]).json()["observed"]["functions"][0]["invocations"] == 4
+    });
+    let report = node
+        .cli(&["capacity", "--since", "1d", "--growth", "3", "--json"])
+        .json();
+    let crunch = &report["observed"]["functions"][0];
+    assert_eq!(crunch["function"], "crunch");
+    assert_eq!(crunch["memory_mb"], 128);
+    let peak = crunch["peak_concurrency"].as_u64().unwrap();
+    assert!((1..=4).contains(&peak), "{report}");
+    let busiest = &report["observed"]["busiest"];
+    assert_eq!(busiest["instances"].as_u64().unwrap(), peak);
+    assert_eq!(busiest["memory_mb"].as_u64().unwrap(), peak * 128);
+    let cores = busiest["cores"].as_f64().unwrap();
+    assert!(
+        (cores - peak as f64 * 128.0 / 1769.0).abs() < 1e-6,
+        "{report}"
+    );
+    assert_eq!(report["needed_instances"].as_u64().unwrap(), peak * 3);
+    assert!(report["nodes_needed"].as_u64().unwrap() >= 1);
+    assert!(["memory", "cpu", "instances"].contains(&report["limited_by"].as_str().unwrap()));
+    let monthly = report["monthly_cost_usd"].as_f64().unwrap();
+    assert!(monthly > 0.0);
+    assert!((report["monthly_cost_at_growth_usd"].as_f64().unwrap() - 3.0 * monthly).abs() < 1e-12);
+    let table = node.cli(&["capacity", "--growth", "2"]).ok().to_owned();
+    assert!(
+        table.contains("busiest hour") && table.contains("node(s) like this one"),
+        "{table}"
+    );
+    assert!(
+        node.cli(&["capacity", "--growth", "0"])
+            .failed()
+            .contains("out of range")
+    );
+}
