@@ -43,8 +43,8 @@ fn deploy_runs_the_build_and_serves_the_function_over_http() {
             .nth(1)
             .unwrap()
             .split_whitespace()
-            .collect::<Vec<_>>()[..4]
-            == ["hello", "128MiB", "3s", "1"],
+            .collect::<Vec<_>>()[..5]
+            == ["hello", "128MiB", "7%", "3s", "1"],
         "{table}"
     );
 }
