@@ -41,6 +41,10 @@ pub enum EnvCommand {
         /// Refuse functions in policy audit mode.
         #[arg(long)]
         production: bool,
+        /// Fire the copied functions' schedules (a copy's schedules are paused by default, so
+        /// it does not repeat the source's scheduled work).
+        #[arg(long)]
+        schedules: bool,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -112,6 +116,9 @@ fn rules(env: &EnvironmentInfo) -> String {
     if env.production {
         rules.push("production".to_owned());
     }
+    if env.schedules_paused {
+        rules.push("schedules-paused".to_owned());
+    }
     if rules.is_empty() {
         "-".into()
     } else {
@@ -130,6 +137,7 @@ pub fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
             trusted_keys,
             strict_vetting,
             production,
+            schedules,
             json,
             server,
         } => {
@@ -150,6 +158,7 @@ pub fn env(command: EnvCommand) -> anyhow::Result<ExitCode> {
                     trusted_keys,
                     strict_vetting,
                     production,
+                    schedules: schedules.then_some(true),
                 }))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&created)?);

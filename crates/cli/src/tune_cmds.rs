@@ -237,7 +237,7 @@ impl Drop for Throwaway<'_> {
         let request = self.client.delete(&format!("/v1/envs/{}", self.name));
         if let Err(err) = self.client.send(request) {
             eprintln!(
-                "warning: could not remove the tuning environment {} ({err}); it is removed at its 1h TTL",
+                "warning: could not remove the tuning environment {} ({err}); `runway env rm` it, or it goes at its TTL",
                 self.name
             );
         }
@@ -268,25 +268,44 @@ pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
 
     // A throwaway copy of the function's environment, data and secrets included, so the
     // function behaves as it does for real while its real data is never touched.
+    // A name unique to this run whatever the function's name (environment names are DNS
+    // labels of at most 32 characters).
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() % 1_000_000);
-    let scratch = format!("tune-{}-{stamp}", args.name)
-        .chars()
-        .take(32)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_owned();
+        .map_or(0, |d| d.as_nanos());
+    let digest =
+        runway_server::Digest::of(format!("{}{stamp}{}", args.name, std::process::id()).as_bytes());
+    let scratch = format!("tune-{}", &digest.as_str()[..16]);
+    // It outlives the longest possible run, and is removed at the end (or on Ctrl-C).
+    let longest =
+        sizes.len() as u64 * u64::from(args.runs) * function.timeout.as_duration().as_secs().max(1);
+    let ttl = format!("{}s", (longest + 600).clamp(3600, 30 * 24 * 3600));
     let admin = AdminClient::new(&args.server)?.for_env(None);
     let created: CreatedEnvironment =
         admin.json(admin.post("/v1/envs").json(&CreateEnvironmentRequest {
             name: scratch.clone(),
             from: Some(function.environment.clone()),
-            ttl: Some("1h".into()),
+            ttl: Some(ttl),
             copy_data: true,
             copy_secrets: true,
             ..CreateEnvironmentRequest::default()
         }))?;
+    {
+        let (server, token, name) = (
+            args.server.server.clone(),
+            args.server.token.clone(),
+            scratch.clone(),
+        );
+        // Interrupted: the copy (with the real data and secrets) must not linger.
+        ctrlc::set_handler(move || {
+            if let Ok(client) = AdminClient::with_token(&server, token.as_deref()) {
+                _ = client.send(client.delete(&format!("/v1/envs/{name}")));
+            }
+            eprintln!("interrupted: removed the tuning environment {name}");
+            std::process::exit(130);
+        })
+        .context("while installing the Ctrl-C handler")?;
+    }
     let _cleanup = Throwaway {
         client: &admin,
         name: created.environment.name,

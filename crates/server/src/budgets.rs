@@ -98,10 +98,23 @@ fn month_of(now_ms: i64) -> (String, i64, i64) {
     )
 }
 
-/// Where every budget stands at `now_ms`.
+/// When each environment's bill starts (its creation; see `Environment::billed_since`).
+pub(crate) fn bill_starts(shared: &Shared) -> std::collections::HashMap<String, i64> {
+    shared
+        .environments
+        .load()
+        .all()
+        .map(|e| (e.name.clone(), e.billed_since()))
+        .collect()
+}
+
+/// Where every budget stands at `now_ms`. A function or environment budget counts from the
+/// later of the month's start and its environment's creation, so a same-name environment
+/// removed earlier in the month is not billed to it.
 pub(crate) fn statuses(
     store: &dyn ControlStore,
     now_ms: i64,
+    bill_starts: &std::collections::HashMap<String, i64>,
 ) -> Result<Vec<BudgetStatus>, ApiError> {
     let budgets = store.budgets()?;
     if budgets.is_empty() {
@@ -113,25 +126,50 @@ pub(crate) fn statuses(
     let by_owner = store.cost_by(CostDimension::Owner, None, start)?;
     let elapsed_days = ((now_ms - start).max(60_000)) as f64 / 86_400_000.0;
     let month_days = (end - start) as f64 / 86_400_000.0;
+    // Environments younger than the month: summed from their creation instead.
+    let mut young: std::collections::HashMap<String, Vec<runway_store::CostRow>> =
+        std::collections::HashMap::new();
+    for budget in &budgets {
+        let Some(env) = &budget.environment else {
+            continue;
+        };
+        let from = bill_starts.get(env).copied().unwrap_or(start);
+        if from > start && !young.contains_key(env) {
+            young.insert(
+                env.clone(),
+                store.cost_by(CostDimension::Function, Some(env), from)?,
+            );
+        }
+    }
     Ok(budgets
         .into_iter()
         .map(|budget| {
-            let spent = match budget.kind {
-                BudgetKind::Function => by_function
+            let fresh = budget.environment.as_ref().and_then(|e| young.get(e));
+            let spent = match (budget.kind, fresh) {
+                (BudgetKind::Function, Some(rows)) => rows
                     .iter()
-                    .find(|r| {
-                        r.function.as_deref() == Some(budget.scope.as_str())
-                            && r.environment == budget.environment
-                    })
+                    .find(|r| r.function.as_deref() == Some(budget.scope.as_str()))
                     .map_or(PicoUsd(0), |r| r.cost),
-                BudgetKind::Environment => by_env
-                    .iter()
-                    .find(|r| r.environment.as_deref() == Some(budget.scope.as_str()))
-                    .map_or(PicoUsd(0), |r| r.cost),
-                BudgetKind::Owner => by_owner
-                    .iter()
-                    .find(|r| r.owner.as_deref() == Some(budget.scope.as_str()))
-                    .map_or(PicoUsd(0), |r| r.cost),
+                (BudgetKind::Environment, Some(rows)) => {
+                    PicoUsd(rows.iter().map(|r| r.cost.0).sum())
+                }
+                _ => match budget.kind {
+                    BudgetKind::Function => by_function
+                        .iter()
+                        .find(|r| {
+                            r.function.as_deref() == Some(budget.scope.as_str())
+                                && r.environment == budget.environment
+                        })
+                        .map_or(PicoUsd(0), |r| r.cost),
+                    BudgetKind::Environment => by_env
+                        .iter()
+                        .find(|r| r.environment.as_deref() == Some(budget.scope.as_str()))
+                        .map_or(PicoUsd(0), |r| r.cost),
+                    BudgetKind::Owner => by_owner
+                        .iter()
+                        .find(|r| r.owner.as_deref() == Some(budget.scope.as_str()))
+                        .map_or(PicoUsd(0), |r| r.cost),
+                },
             };
             let used = spent.0 as f64 / budget.monthly_pusd.max(1) as f64;
             let burn = spent.as_usd() / elapsed_days;
@@ -180,7 +218,9 @@ pub(crate) async fn watch(shared: Arc<Shared>, webhook: Option<String>, stop: Ca
         }
         let now = now_ms();
         let store = shared.store.clone();
-        let found = tokio::task::spawn_blocking(move || statuses(store.as_ref(), now)).await;
+        let starts = bill_starts(&shared);
+        let found =
+            tokio::task::spawn_blocking(move || statuses(store.as_ref(), now, &starts)).await;
         let statuses = match found {
             Ok(Ok(statuses)) => statuses,
             Ok(Err(err)) => {
@@ -323,7 +363,8 @@ pub(crate) async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<BudgetStatus>>, ApiError> {
     let store = shared.store.clone();
-    let all = blocking(move || statuses(store.as_ref(), now_ms())).await?;
+    let starts = bill_starts(&shared);
+    let all = blocking(move || statuses(store.as_ref(), now_ms(), &starts)).await?;
     Ok(Json(
         all.into_iter()
             .filter(|s| match &caller.environment {
@@ -403,11 +444,31 @@ pub(crate) async fn set(
 /// `DELETE /v1/budgets/{id}`.
 pub(crate) async fn remove(
     State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let store = shared.store.clone();
     let target = id.clone();
-    let removed = blocking(move || Ok(store.remove_budget(&target)?)).await?;
+    let scope = caller.environment.clone();
+    let removed = blocking(move || {
+        let Some(budget) = store.budgets()?.into_iter().find(|b| b.id == target) else {
+            return Ok(false);
+        };
+        // A scoped token removes only its own environment's budgets.
+        if let Some(scope) = &scope
+            && budget.environment.as_deref() != Some(scope.as_str())
+        {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: format!(
+                    "budget `{target}` is not in environment `{scope}`, the only one this token may act on"
+                ),
+            });
+        }
+        Ok(store.remove_budget(&target)?)
+    })
+    .await?;
     if !removed {
         return Err(ApiError::not_found(
             "no_such_budget",
@@ -499,7 +560,8 @@ pub struct CapacityReport {
     pub nodes_needed: u64,
     /// Which resource decides `nodes_needed`.
     pub limited_by: String,
-    /// Cost of the period scaled to 30 days, now and at the growth factor, US dollars.
+    /// Cost of the period with data (at least an hour) scaled to 30 days, now and at the
+    /// growth factor, US dollars.
     pub monthly_cost_usd: f64,
     /// As above, × growth.
     pub monthly_cost_at_growth_usd: f64,
@@ -600,7 +662,10 @@ pub(crate) async fn capacity(
     .into_iter()
     .max_by_key(|(n, _)| *n)
     .unwrap_or((0, "memory"));
-    let window_ms = (now - observed.since_ms).max(1) as f64;
+    // The rate is read over the time with data (a young node or environment has less than
+    // `--since` of it), and at least an hour.
+    let data_from = observed.first_hour_ms.unwrap_or(now).max(observed.since_ms);
+    let window_ms = (now - data_from).max(3_600_000) as f64;
     let cost: u64 = observed.functions.iter().map(|f| f.cost.0).sum();
     let monthly = PicoUsd(cost).as_usd() * (30.0 * 86_400_000.0) / window_ms;
     Ok(Json(CapacityReport {

@@ -39,6 +39,8 @@ pub(crate) struct Rules {
     pub(crate) trusted_keys: Option<TrustedKeys>,
     pub(crate) strict_vetting: bool,
     pub(crate) production: bool,
+    /// Its functions' schedules do not fire.
+    pub(crate) paused_schedules: bool,
 }
 
 impl Rules {
@@ -53,6 +55,7 @@ impl Rules {
             trusted_keys,
             strict_vetting: rules.strict_vetting,
             production: rules.production,
+            paused_schedules: rules.paused_schedules,
         })
     }
 
@@ -185,12 +188,14 @@ impl Environments {
         self.by_name.values()
     }
 
-    /// The live functions of every environment that `keep` selects.
+    /// The live functions that `keep` selects, in the environments `in_env` selects.
     pub(crate) fn functions_where(
         &self,
+        in_env: impl Fn(&Environment) -> bool,
         keep: impl Fn(&LiveFunction) -> bool,
     ) -> Vec<Arc<LiveFunction>> {
         self.all()
+            .filter(|env| in_env(env))
             .flat_map(|env| {
                 env.routes
                     .load()
@@ -291,6 +296,7 @@ pub(crate) fn home_record(name: &str, rules: &Rules) -> EnvironmentRecord {
             trusted_keys: None,
             strict_vetting: rules.strict_vetting,
             production: rules.production,
+            paused_schedules: false,
         },
     }
 }
@@ -334,6 +340,10 @@ pub struct CreateEnvironmentRequest {
     /// Refuse functions in policy audit mode.
     #[serde(default)]
     pub production: bool,
+    /// Fire the functions' schedules (default: yes for an empty environment, no for a copy,
+    /// which would otherwise repeat the source's scheduled work).
+    #[serde(default)]
+    pub schedules: Option<bool>,
 }
 
 /// An environment as `runway env ls` shows it.
@@ -365,6 +375,9 @@ pub struct EnvironmentInfo {
     pub strict_vetting: bool,
     /// Audit mode is refused.
     pub production: bool,
+    /// Its schedules do not fire.
+    #[serde(default)]
+    pub schedules_paused: bool,
 }
 
 /// What creating an environment did.
@@ -420,6 +433,7 @@ fn info(shared: &Shared, env: &Environment, usage: &[runway_store::Usage]) -> En
             .unwrap_or_default(),
         strict_vetting: env.rules.strict_vetting,
         production: env.rules.production,
+        schedules_paused: env.rules.paused_schedules,
     }
 }
 
@@ -500,6 +514,7 @@ pub(crate) async fn create(
         trusted_keys: request.trusted_keys.clone(),
         strict_vetting: request.strict_vetting,
         production: request.production,
+        paused_schedules: !request.schedules.unwrap_or(request.from.is_none()),
     };
     let rules = Rules::from_record(&name, &rules_record)
         .map_err(|message| ApiError::bad_request("invalid_trusted_keys", message))?;

@@ -647,14 +647,19 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
     // catch-up.
     let mut next: HashMap<(String, String, String), (i64, bool)> = HashMap::new();
     loop {
-        let functions = shared
-            .environments
-            .load()
-            .functions_where(|f| !f.release.config.schedules.is_empty());
+        let functions = shared.environments.load().functions_where(
+            |env| !env.rules.paused_schedules,
+            |f| !f.release.config.schedules.is_empty(),
+        );
         let now = now_ms();
         let mut seen = Vec::new();
         for function in &functions {
-            if function.expires_at_ms.is_some_and(|at| at <= now) {
+            // Expired functions do not run, nor do functions their budget stopped (a stopped
+            // function would otherwise pile up a month of pending jobs).
+            if function.expires_at_ms.is_some_and(|at| at <= now)
+                || function.budget.load(std::sync::atomic::Ordering::Acquire)
+                    == crate::budgets::STOPPED
+            {
                 continue;
             }
             for trigger in &function.release.config.schedules {

@@ -316,6 +316,7 @@ impl Node {
                 trusted_keys,
                 strict_vetting: config.strict_vetting,
                 production: config.production,
+                paused_schedules: false,
             };
             let (store, runtime, metrics, home, capabilities) = (
                 store.clone(),

@@ -37,7 +37,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
         let functions = shared
             .environments
             .load()
-            .functions_where(|f| f.expires_at_ms.is_some());
+            .functions_where(|_| true, |f| f.expires_at_ms.is_some());
         for function in &functions {
             let Some(at) = function.expires_at_ms else {
                 continue;

@@ -274,6 +274,10 @@ pub struct EnvironmentRules {
     /// Refuse functions in policy audit mode.
     #[serde(default)]
     pub production: bool,
+    /// Schedules do not fire (the default for copies: a copy of prod must not charge cards
+    /// on prod's cron).
+    #[serde(default)]
+    pub paused_schedules: bool,
 }
 
 /// An environment: its own functions, data, key-value store, secrets, API keys and tokens.

@@ -311,6 +311,9 @@ pub struct Capacity {
     pub functions: Vec<FunctionPeak>,
     /// The busiest hour, if anything ran.
     pub busiest: Option<BusiestHour>,
+    /// The first hour with any use in the period.
+    #[serde(default)]
+    pub first_hour_ms: Option<i64>,
 }
 
 /// One line of a function's logs.

@@ -265,10 +265,18 @@ pub(crate) fn capacity(
         )
         .optional()
         .map_err(db("reading the busiest hour"))?;
+    let first_hour_ms = conn
+        .query_row(
+            &format!("SELECT MIN(hour_ms) FROM usage_hourly WHERE {in_environment} hour_ms >= ?1"),
+            params![from, environment],
+            |row| row.get(0),
+        )
+        .map_err(db("reading the first hour"))?;
     Ok(Capacity {
         since_ms: from,
         functions,
         busiest,
+        first_hour_ms,
     })
 }
 

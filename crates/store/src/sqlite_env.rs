@@ -37,6 +37,35 @@ const OWNED_TABLES: [&str; 7] = [
     "logs",
 ];
 
+/// Deletes every row `name` owns, its budgets and their alerts, and revokes its tokens.
+fn clear_owned(tx: &rusqlite::Transaction<'_>, name: &str, now_ms: i64) -> Result<(), StoreError> {
+    for table in OWNED_TABLES {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE environment = ?1"),
+            [name],
+        )
+        .map_err(db("removing an environment's rows"))?;
+    }
+    let env_budget = format!("env:{name}");
+    tx.execute(
+        "DELETE FROM budget_alerts WHERE budget IN
+           (SELECT id FROM budgets WHERE environment = ?1 OR id = ?2)",
+        params![name, env_budget],
+    )
+    .map_err(db("removing an environment's budget alerts"))?;
+    tx.execute(
+        "DELETE FROM budgets WHERE environment = ?1 OR id = ?2",
+        params![name, env_budget],
+    )
+    .map_err(db("removing an environment's budgets"))?;
+    tx.execute(
+        "UPDATE tokens SET revoked_ms = ?2 WHERE environment = ?1 AND revoked_ms IS NULL",
+        params![name, now_ms],
+    )
+    .map_err(db("revoking an environment's tokens"))?;
+    Ok(())
+}
+
 /// Inserts `env` and, when it has a source, copies the source's current releases (same
 /// numbers, digests, configurations and vetting reports) and `secrets`, in one transaction.
 /// Returns `None` if an environment of that name exists.
@@ -66,14 +95,9 @@ pub(crate) fn create_environment(
     if inserted == 0 {
         return Ok(None);
     }
-    // Rows a removed environment of the same name left behind must not come back to life.
-    for table in OWNED_TABLES {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE environment = ?1"),
-            [&env.name],
-        )
-        .map_err(db("clearing a new environment"))?;
-    }
+    // Rows a removed environment of the same name left behind (a write that raced its
+    // removal) must not come back to life, nor its tokens.
+    clear_owned(&tx, &env.name, env.created_at_ms)?;
     let mut copied = 0;
     if let Some(source) = &env.source {
         let origin = format!("copied from {source}");
@@ -178,18 +202,7 @@ pub(crate) fn remove_environment(
     if removed == 0 {
         return Ok(false);
     }
-    for table in OWNED_TABLES {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE environment = ?1"),
-            [name],
-        )
-        .map_err(db("removing an environment's rows"))?;
-    }
-    tx.execute(
-        "UPDATE tokens SET revoked_ms = ?2 WHERE environment = ?1 AND revoked_ms IS NULL",
-        params![name, now_ms],
-    )
-    .map_err(db("revoking an environment's tokens"))?;
+    clear_owned(&tx, name, now_ms)?;
     tx.commit()
         .map_err(db("committing an environment's removal"))?;
     Ok(true)

@@ -507,7 +507,30 @@ fn budgets_alert_at_each_threshold_then_stop_or_throttle_at_100_percent() {
         .map(|s| s["budget"]["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["env:prod", "function:prod/hello", "owner:web"]);
+    // A token scoped to another environment cannot remove prod's budgets.
+    node.cli(&["env", "create", "dev"]).ok();
+    let dev = node
+        .cli(&[
+            "token", "create", "--role", "deployer", "--env", "dev", "--json",
+        ])
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = runway_as(
+        &["budget", "rm", "env:prod", "--env", "dev"],
+        &node.admin,
+        Some(&dev),
+    );
+    assert!(refused.failed().contains("403"), "{}", refused.stderr);
     node.cli(&["budget", "rm", "owner:web"]).ok();
+    // Budgets leave with their environment, so a new one of that name starts without them.
+    node.cli(&["budget", "set", "env", "--env", "dev", "--monthly", "1 USD"])
+        .ok();
+    node.cli(&["env", "rm", "dev"]).ok();
+    node.cli(&["env", "create", "dev"]).ok();
+    let ids = node.cli(&["budget", "ls", "--json"]).json().to_string();
+    assert!(!ids.contains("env:dev"), "{ids}");
     let refused = serve_refused(
         &dir.path().join("other"),
         &["--budget-webhook", "https://x"],

@@ -531,3 +531,44 @@ fn malformed_environment_requests_are_refused_and_change_nothing() {
     let envs = node.cli(&["env", "ls", "--json"]).json();
     assert_eq!(envs.as_array().unwrap().len(), 2, "{envs}");
 }
+
+#[test]
+fn a_copy_does_not_repeat_the_source_schedules_unless_asked() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    let text = format!(
+        "[[function]]\nname = \"ticker\"\ncomponent = \"{}\"\n\n\
+         [[function.trigger]]\nschedule = {{ cron = \"* * * * * *\", path = \"/tick\" }}\n",
+        wasm("nightly").display()
+    );
+    node.deploy(&manifest(&dir.path().join("app"), &text));
+    node.cli(&["env", "create", "quiet", "--from", "prod"]).ok();
+    node.cli(&["env", "create", "busy", "--from", "prod", "--schedules"])
+        .ok();
+    let jobs = |env: &str| {
+        node.cli(&["queue", "ls", "--all", "--json", "--env", env])
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // Once prod and the copy that asked for schedules have each fired twice, the quiet copy
+    // has had the same ticks and fired none.
+    node.eventually("prod and busy fire their schedules", || {
+        jobs("prod") >= 2 && jobs("busy") >= 2
+    });
+    assert_eq!(jobs("quiet"), 0);
+    let envs = node.cli(&["env", "ls", "--json"]).json();
+    let paused = |name: &str| {
+        envs.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["schedules_paused"]
+            .clone()
+    };
+    assert_eq!(paused("quiet"), true);
+    assert_eq!(paused("busy"), false);
+    assert_eq!(paused("prod"), false);
+    assert!(node.cli(&["env", "ls"]).ok().contains("schedules-paused"));
+}
