@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
@@ -834,21 +834,8 @@ async fn cost(
     Extension(env): Extension<Arc<Environment>>,
     Query(query): Query<CostQuery>,
 ) -> Result<Json<CostResponse>, ApiError> {
-    let since = match query.since.as_deref() {
-        None => Duration::from_secs(24 * 3600),
-        Some(text) => humantime::parse_duration(text).map_err(|err| {
-            ApiError::bad_request(
-                "invalid_since",
-                format!(
-                    "invalid `since` value `{text}`: {err}; use a duration such as `24h` or `7d`"
-                ),
-            )
-        })?,
-    };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let since_ms = (now_ms - since.as_millis() as i64).max(env.billed_since());
+    let since_ms = parse_since(query.since.as_deref(), Duration::from_secs(24 * 3600))?
+        .max(env.billed_since());
     let functions = blocking(move || Ok(shared.store.usage(&env.name, since_ms)?)).await?;
     let total = functions.iter().fold(
         Usage {
@@ -895,7 +882,8 @@ struct BreakdownQuery {
     scope: Option<String>,
 }
 
-fn parse_since(text: Option<&str>, default: Duration) -> Result<i64, ApiError> {
+/// The start of a `since` period (`24h`, `7d`) ending now, in milliseconds since the epoch.
+pub(crate) fn parse_since(text: Option<&str>, default: Duration) -> Result<i64, ApiError> {
     let since = match text {
         None => default,
         Some(text) => humantime::parse_duration(text).map_err(|err| {
@@ -910,6 +898,19 @@ fn parse_since(text: Option<&str>, default: Duration) -> Result<i64, ApiError> {
     Ok(crate::auth::now_ms() - since.as_millis() as i64)
 }
 
+/// Whether a report covers every environment (`scope=all`, the default, for an unscoped
+/// token) or the requested one (`scope=env`, or any scoped token).
+pub(crate) fn every_environment(scope: Option<&str>, caller: &Caller) -> Result<bool, ApiError> {
+    match scope {
+        None | Some("all") => Ok(caller.environment.is_none()),
+        Some("env") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_scope",
+            format!("invalid scope `{other}`: use `all` or `env`"),
+        )),
+    }
+}
+
 async fn cost_breakdown(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -917,16 +918,7 @@ async fn cost_breakdown(
     Query(query): Query<BreakdownQuery>,
 ) -> Result<Json<CostBreakdown>, ApiError> {
     let since_ms = parse_since(query.since.as_deref(), Duration::from_secs(7 * 24 * 3600))?;
-    let everywhere = match query.scope.as_deref() {
-        None | Some("all") => caller.environment.is_none(),
-        Some("env") => false,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_scope",
-                format!("invalid scope `{other}`: use `all` or `env`"),
-            ));
-        }
-    };
+    let everywhere = every_environment(query.scope.as_deref(), &caller)?;
     let environments: Vec<String> = if everywhere {
         let mut names: Vec<String> = shared
             .environments

@@ -605,27 +605,10 @@ pub(crate) async fn capacity(
             format!("--growth {growth} is out of range: give a factor above 0 and at most 1000"),
         ));
     }
-    let since = match query.since.as_deref() {
-        None => Duration::from_secs(7 * 24 * 3600),
-        Some(text) => humantime::parse_duration(text).map_err(|err| {
-            ApiError::bad_request(
-                "invalid_since",
-                format!("invalid `since` value `{text}`: {err}; use a duration such as `7d`"),
-            )
-        })?,
-    };
-    let everywhere = match query.scope.as_deref() {
-        None | Some("all") => caller.environment.is_none(),
-        Some("env") => false,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_scope",
-                format!("invalid scope `{other}`: use `all` or `env`"),
-            ));
-        }
-    };
+    let everywhere = crate::admin::every_environment(query.scope.as_deref(), &caller)?;
+    let since_ms =
+        crate::admin::parse_since(query.since.as_deref(), Duration::from_secs(7 * 24 * 3600))?;
     let now = now_ms();
-    let since_ms = now - since.as_millis() as i64;
     let full_core_mb = shared.runtime.config().cpu_full_core_bytes as f64 / (1 << 20) as f64;
     let full_core_mb = if full_core_mb > 0.0 {
         full_core_mb
