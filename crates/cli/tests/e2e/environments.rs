@@ -322,7 +322,21 @@ fn an_expired_environment_is_removed_with_everything_in_it() {
     node.eventually("the environment is removed at its TTL", || {
         call(&node, Some("brief"), "/hello").0 == 404
     });
-    assert!(!data.join("envs/brief").exists());
+    // It stops serving first; its rows and files go right after, and then the removal is
+    // audited.
+    node.eventually(
+        "its data folder and rows are gone and the removal audited",
+        || {
+            !data.join("envs/brief").exists()
+                && node
+                    .cli(&["audit", "--kind", "control", "--json"])
+                    .json()
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["action"] == "env.expire")
+        },
+    );
     let listed = node.cli(&["env", "ls", "--json"]).json();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     let audit = node.cli(&["audit", "--kind", "control", "--json"]).json();
