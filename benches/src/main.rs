@@ -356,6 +356,7 @@ fn prepare(root: &Path) -> anyhow::Result<()> {
     if !status.success() {
         bail!("building runway failed");
     }
+    runway_cli::toolchain::ensure_targets(&root.join("examples"), &["wasm32-wasip2".to_owned()])?;
     let status = Command::new(&cargo)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .current_dir(root.join("examples"))

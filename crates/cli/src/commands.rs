@@ -109,6 +109,20 @@ pub fn deploy_manifest(
             if !done.insert(command.clone()) {
                 continue;
             }
+            let targets = runway_cli::toolchain::targets_in_command(command);
+            for state in
+                runway_cli::toolchain::ensure_targets(&manifest.dir, &targets).map_err(|err| {
+                    anyhow::anyhow!(
+                        "{}: cannot build function `{}`: {err}",
+                        manifest.path.display(),
+                        function.config.name
+                    )
+                })?
+            {
+                if let runway_cli::toolchain::TargetState::Installed(target) = state {
+                    eprintln!("installed the Rust target {target} (rustup target add {target})");
+                }
+            }
             eprintln!("building {}: {command}", function.config.name);
             let status = Command::new("sh")
                 .arg("-c")

@@ -11,5 +11,6 @@ mod limits;
 mod metering;
 mod policy;
 mod releases;
+mod setup;
 mod support;
 mod triggers;

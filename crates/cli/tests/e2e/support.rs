@@ -26,6 +26,10 @@ pub fn examples() -> PathBuf {
 pub fn build_examples() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // The same step `runway deploy` takes before a build: a machine whose rustup does
+        // not install a toolchain file's targets by itself gets wasm32-wasip2 here.
+        runway_cli::toolchain::ensure_targets(&examples(), &["wasm32-wasip2".to_owned()])
+            .unwrap_or_else(|err| panic!("{err}"));
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "--target", "wasm32-wasip2"])
             .current_dir(examples())
@@ -68,7 +72,7 @@ pub struct Cli {
 }
 
 impl Cli {
-    fn from(output: Output) -> Cli {
+    pub fn from(output: Output) -> Cli {
         Cli {
             status: output.status,
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
