@@ -103,6 +103,12 @@ impl KvStore {
         KvStore::open(dir)
     }
 
+    /// Writes every committed change into the main file and empties the write-ahead log
+    /// (at shutdown, so the file alone holds the data).
+    pub fn checkpoint(&self) -> Result<(), KvError> {
+        self.with(|conn| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
+    }
+
     /// Access for one release of one function, checked by `guard`.
     pub fn for_function(&self, guard: Guard) -> FunctionKv {
         FunctionKv {

@@ -152,6 +152,17 @@ impl SqlDatabase {
         Ok(copy)
     }
 
+    /// Writes every committed change into the main file and empties the write-ahead log
+    /// (at shutdown, so the file alone holds the data).
+    pub fn checkpoint(&self) -> Result<(), DatabaseError> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        self.operator_connection()?
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|source| self.error(source))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -9,6 +9,7 @@ mod env_cmds;
 mod node;
 mod policy_cmds;
 mod signing_cmds;
+mod state_cmds;
 mod table;
 mod tune_cmds;
 
@@ -35,6 +36,11 @@ enum Command {
     Serve(node::ServeArgs),
     /// Run a node and deploy every example under `examples/` (the two-minute start).
     Up(node::UpArgs),
+    /// Write a consistent backup of a running node (every environment's releases, data,
+    /// bill and audit logs, and the artifacts) to a file.
+    Backup(state_cmds::BackupArgs),
+    /// Restore a backup into a data folder, for a node that is not running yet.
+    Restore(state_cmds::RestoreArgs),
     /// Build, upload and deploy the functions of a runway.toml.
     Deploy(commands::DeployArgs),
     /// List deployed functions with their size, timeout, release, routes and cost.
@@ -99,6 +105,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => node::serve(args),
         Command::Up(args) => node::up(args),
+        Command::Backup(args) => state_cmds::backup(args),
+        Command::Restore(args) => state_cmds::restore(args),
         Command::Deploy(args) => commands::deploy(args),
         Command::Ls(args) => commands::ls(args),
         Command::Invoke(args) => commands::invoke(args),

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// environment then need an artifact signed by one of them.
     #[arg(long, env = "RUNWAY_TRUSTED_KEYS")]
     pub trusted_keys: Option<PathBuf>,
+    /// When the data folder's store is missing or damaged, start with an empty one instead
+    /// of refusing, moving what is left into DATA_DIR/lost+found-* (nothing is deleted; a
+    /// healthy store is never touched).
+    #[arg(long, env = "RUNWAY_START_OVER")]
+    pub start_over: bool,
     /// Where budget alerts (50, 80 and 100 percent) are POSTed as JSON.
     #[arg(long, env = "RUNWAY_BUDGET_WEBHOOK", value_parser = parse_webhook)]
     pub budget_webhook: Option<String>,
@@ -137,6 +142,7 @@ impl ServeArgs {
         config.auth = !self.no_auth;
         config.trusted_keys = self.trusted_keys.clone();
         config.budget_webhook = self.budget_webhook.clone();
+        config.start_over = self.start_over;
         // An environment variable only, never a flag: flags show in `ps`.
         config.bootstrap_token = std::env::var("RUNWAY_ADMIN_TOKEN")
             .ok()
@@ -172,12 +178,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
-    let node = Node::start(args.node_config()).await.with_context(|| {
-        format!(
-            "while starting a node on data folder {}",
-            args.data_dir.display()
-        )
-    })?;
+    let node = match Node::start(args.node_config()).await {
+        Ok(node) => node,
+        Err(err) if err.is_refused_state() => anyhow::bail!("{err}"),
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context(format!(
+                "while starting a node on data folder {}",
+                args.data_dir.display()
+            )));
+        }
+    };
+    if let Some(aside) = node.moved_aside() {
+        println!(
+            "runway: --start-over: the missing or damaged store's leftovers were moved to {}",
+            aside.display()
+        );
+    }
     let restored = node.restored();
     println!(
         "runway: gateway listening on http://{}",

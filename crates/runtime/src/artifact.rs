@@ -4,6 +4,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest as _, Sha256};
+
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -77,6 +79,27 @@ pub struct CompiledArtifact {
     pub loaded_from: LoadedFrom,
     /// Time spent compiling or loading.
     pub load_time: Duration,
+    /// SHA-256 of the compiled code as cached, to record (after a compile) beside the
+    /// release so that only these bytes are ever loaded again.
+    pub code_sha256: String,
+}
+
+/// Why compiled code was not loaded from the cache (the caller compiles instead).
+#[derive(Debug)]
+pub enum CacheMiss {
+    /// Nothing is cached for this digest and engine.
+    Absent,
+    /// A file is there but this node never recorded compiling it.
+    Unrecorded,
+    /// The file is not what this node compiled: its bytes changed.
+    Altered {
+        /// The cache file.
+        path: PathBuf,
+        /// What its bytes hash to now.
+        actual: String,
+    },
+    /// The file could not be read or deserialised.
+    Unusable(String),
 }
 
 impl CompiledArtifact {
@@ -115,36 +138,60 @@ impl Runtime {
         }
     }
 
-    fn cache_path(&self, digest: &str) -> PathBuf {
+    /// The name compiled code for `digest` is cached under: the digest and this engine's
+    /// compatibility hash (a new wasmtime or other settings compile anew).
+    pub fn cache_key(&self, digest: &str) -> String {
         let mut hasher = DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
-        self.config
-            .cache_dir
-            .join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+        format!("{digest}-{:016x}", hasher.finish())
     }
 
-    /// Compiled code for `digest` from the cache, if a usable entry exists.
-    pub fn load_cached(&self, digest: &str) -> Option<CompiledArtifact> {
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        self.config
+            .cache_dir
+            .join(format!("{}.cwasm", self.cache_key(digest)))
+    }
+
+    /// Compiled code for `digest` from the cache, loaded only if its bytes have the SHA-256
+    /// this node recorded when it compiled them (`expected_sha256`, from the store).
+    ///
+    /// Compiled code is machine code run without further checks, so a file that is not
+    /// provably ours is never loaded: it is read into memory, hashed, and deserialised from
+    /// that same buffer (never mapped from a file that could still change).
+    pub fn load_cached(
+        &self,
+        digest: &str,
+        expected_sha256: Option<&str>,
+    ) -> Result<CompiledArtifact, CacheMiss> {
         let started = Instant::now();
         let path = self.cache_path(digest);
-        if !path.exists() {
-            return None;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CacheMiss::Absent);
+            }
+            Err(err) => return Err(CacheMiss::Unusable(err.to_string())),
+        };
+        let Some(expected) = expected_sha256 else {
+            return Err(CacheMiss::Unrecorded);
+        };
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != expected {
+            return Err(CacheMiss::Altered { path, actual });
         }
-        // SAFETY: the cache folder belongs to this node and its files are written only by
-        // `compile` below from `Engine::precompile_component`; the file name carries the
-        // engine's compatibility hash, and wasmtime checks the header again on load.
-        match unsafe { Component::deserialize_file(&self.engine, &path) } {
-            Ok(component) => Some(CompiledArtifact {
+        // SAFETY: these exact bytes hash to what this node recorded when
+        // `Engine::precompile_component` produced them (see `compile`), and they are
+        // deserialised from this private buffer; wasmtime checks the header again.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
+            Ok(component) => Ok(CompiledArtifact {
                 component,
                 loaded_from: LoadedFrom::Cache,
                 load_time: started.elapsed(),
+                code_sha256: actual,
             }),
-            Err(err) => {
-                tracing::warn!(path = %path.display(), error = %err, "ignoring unusable compile cache entry");
-                None
-            }
+            Err(err) => Err(CacheMiss::Unusable(format!("{err:#}"))),
         }
     }
 
@@ -161,6 +208,7 @@ impl Runtime {
             path: path.clone(),
             source,
         })?;
+        let code_sha256 = hex::encode(Sha256::digest(&compiled));
         // SAFETY: `compiled` was produced just above by this engine's `precompile_component`.
         let component = unsafe { Component::deserialize(&self.engine, &compiled) }
             .map_err(|err| ArtifactError::Compile(format!("{err:#}")))?;
@@ -168,6 +216,7 @@ impl Runtime {
             component,
             loaded_from: LoadedFrom::Compiled,
             load_time: started.elapsed(),
+            code_sha256,
         })
     }
 

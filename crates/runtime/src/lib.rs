@@ -22,7 +22,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use artifact::{ArtifactError, CompiledArtifact, LoadedFrom, Prepared};
+pub use artifact::{ArtifactError, CacheMiss, CompiledArtifact, LoadedFrom, Prepared};
 pub use artifact::{ComponentInterfaces, component_interfaces};
 pub use cpu::{CPU_PERIOD, CpuShare, DEFAULT_FULL_CORE_BYTES};
 pub use invoke::{Capabilities, FailedInvocation, Limits, Outcome, ResponseBody, Status};

@@ -239,7 +239,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/tokens",
             get(access_api::list_tokens).post(access_api::create_token),
         )
-        .route("/v1/tokens/{id}", delete(access_api::revoke_token));
+        .route("/v1/tokens/{id}", delete(access_api::revoke_token))
+        .route("/v1/backup", post(crate::backup::handler));
     Router::new()
         .route("/v1/health", get(health))
         .merge(guarded(Role::Viewer, viewer))
@@ -267,7 +268,7 @@ async fn artifact_exists(
     Path(digest): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let digest = parse_digest(digest)?;
-    let found = blocking(move || Ok(shared.store.has_artifact(&digest)?)).await?;
+    let found = blocking(move || Ok(shared.store.artifact_intact(&digest)?)).await?;
     Ok(if found {
         StatusCode::OK
     } else {

@@ -84,6 +84,7 @@ fn action_name(method: &Method, route: &str) -> String {
         ("PUT", "/v1/budgets") => "budget.set",
         ("DELETE", "/v1/budgets/{id}") => "budget.remove",
         ("DELETE", "/v1/envs/{name}") => "env.remove",
+        ("POST", "/v1/backup") => "backup",
         _ => return format!("{method} {route}"),
     };
     name.to_owned()

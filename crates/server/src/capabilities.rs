@@ -77,6 +77,21 @@ impl PlatformCapabilities {
         })
     }
 
+    /// Checkpoints every open SQL and key-value database (at shutdown); failures are
+    /// logged, since the data stays safe in the write-ahead log.
+    pub(crate) fn checkpoint(&self) {
+        for (environment, db) in self.sql.lock().expect("sql lock").iter() {
+            if let Err(err) = db.checkpoint() {
+                tracing::warn!(environment, error = %err, "could not checkpoint the SQL database");
+            }
+        }
+        for (environment, store) in self.kv.lock().expect("kv lock").iter() {
+            if let Err(err) = store.checkpoint() {
+                tracing::warn!(environment, error = %err, "could not checkpoint the key-value store");
+            }
+        }
+    }
+
     /// The SQL database of `environment`, opened on first use.
     pub(crate) fn sql_database(&self, environment: &str) -> Result<SqlDatabase, CapabilityError> {
         let mut open = self.sql.lock().expect("sql lock");
@@ -118,6 +133,23 @@ impl PlatformCapabilities {
                 .lock()
                 .expect("kv lock")
                 .insert(target.to_owned(), kv);
+        }
+        Ok(())
+    }
+
+    /// Consistent copies of an environment's SQL and key-value databases into `dir`, for a
+    /// backup; databases the environment never created are skipped.
+    pub(crate) fn backup_environment(
+        &self,
+        environment: &str,
+        dir: &Path,
+    ) -> Result<(), CapabilityError> {
+        let source = self.envs_dir.join(environment);
+        if source.join("sql.db").exists() {
+            self.sql_database(environment)?.copy_to(dir, true)?;
+        }
+        if source.join("kv.db").exists() {
+            self.kv_store(environment)?.copy_to(dir)?;
         }
         Ok(())
     }

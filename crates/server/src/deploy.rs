@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use runway_manifest::{FunctionConfig, InvocationAuth, check_functions};
-use runway_runtime::{ArtifactError, CompiledArtifact, LoadedFrom, Runtime};
+use runway_runtime::{ArtifactError, CacheMiss, CompiledArtifact, LoadedFrom, Runtime};
 use runway_store::{ControlStore, DeployResult, Digest, NewRelease, Release, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -45,18 +45,86 @@ pub struct DeployResponse {
     pub warnings: Vec<String>,
 }
 
+/// Where an artifact's bytes come from when they must be compiled.
+pub(crate) enum Source<'a> {
+    /// An upload, already checked against its digest.
+    Upload(&'a [u8]),
+    /// The store, which verifies the bytes against the digest as it reads them.
+    Stored,
+}
+
 /// Compiles (or loads from the cache) and links an artifact.
+///
+/// Only code this node provably compiled is loaded: the cache entry must hash to the
+/// checksum recorded in the store when it was compiled, and stored artifact bytes must hash
+/// to their digest. A mismatch is counted, audited and logged; altered compiled code is
+/// recompiled from the verified artifact, an altered artifact is refused.
 pub(crate) fn ready(
     runtime: &Runtime,
     metrics: &Metrics,
+    store: &dyn ControlStore,
+    home: &str,
     digest: &Digest,
-    bytes: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+    source: Source<'_>,
 ) -> Result<(CompiledArtifact, runway_runtime::Prepared), ApiError> {
-    let compiled = match runtime.load_cached(digest.as_str()) {
-        Some(cached) => cached,
-        None => runtime
-            .compile(digest.as_str(), &bytes()?)
-            .map_err(|err| artifact_error(digest, err))?,
+    let cache_key = runtime.cache_key(digest.as_str());
+    let expected = store.compiled_checksum(&cache_key)?;
+    let cached = runtime.load_cached(digest.as_str(), expected.as_deref());
+    let compiled = match cached {
+        Ok(cached) => cached,
+        Err(miss) => {
+            if let CacheMiss::Altered { path, actual } = &miss {
+                integrity_failure(
+                    metrics,
+                    store,
+                    home,
+                    "compiled_code",
+                    digest,
+                    format!(
+                        "compiled code {} has SHA-256 {actual}, not the {} this node recorded; \
+                         recompiling from the verified artifact",
+                        path.display(),
+                        expected.as_deref().unwrap_or("-")
+                    ),
+                );
+            }
+            let stored;
+            let bytes = match source {
+                Source::Upload(bytes) => bytes,
+                Source::Stored => {
+                    stored = match store.read_artifact(digest) {
+                        Ok(Some(bytes)) => bytes,
+                        Ok(None) => {
+                            return Err(ApiError::internal(format!(
+                                "artifact {digest} is missing from the store"
+                            )));
+                        }
+                        Err(err @ StoreError::ArtifactAltered { .. }) => {
+                            integrity_failure(
+                                metrics,
+                                store,
+                                home,
+                                "artifact",
+                                digest,
+                                err.to_string(),
+                            );
+                            return Err(ApiError {
+                                status: http::StatusCode::CONFLICT,
+                                code: "artifact_altered",
+                                message: err.to_string(),
+                            });
+                        }
+                        Err(err) => return Err(err.into()),
+                    };
+                    &stored
+                }
+            };
+            let compiled = runtime
+                .compile(digest.as_str(), bytes)
+                .map_err(|err| artifact_error(digest, err))?;
+            store.set_compiled_checksum(&cache_key, &compiled.code_sha256)?;
+            compiled
+        }
     };
     let source = match compiled.loaded_from {
         LoadedFrom::Cache => "cache",
@@ -67,6 +135,33 @@ pub(crate) fn ready(
         .prepare(&compiled)
         .map_err(|err| artifact_error(digest, err))?;
     Ok((compiled, prepared))
+}
+
+/// Counts, audits (as `system`, action `integrity.<kind>`, in the log of `audit_env`: the
+/// environment that needed the code, or the home one for uploads) and logs an integrity
+/// failure.
+fn integrity_failure(
+    metrics: &Metrics,
+    store: &dyn ControlStore,
+    audit_env: &str,
+    kind: &'static str,
+    digest: &Digest,
+    detail: String,
+) {
+    metrics.integrity_failures.with_label_values(&[kind]).inc();
+    tracing::error!(kind, %digest, "{detail}");
+    let record = runway_store::ControlAuditRecord::now(
+        audit_env,
+        "system",
+        format!("integrity.{kind}"),
+        digest.as_str(),
+        500,
+        "refused",
+        detail,
+    );
+    if let Err(err) = store.append_control_audit(&record) {
+        tracing::error!(error = %err, "could not audit an integrity failure");
+    }
 }
 
 fn artifact_error(digest: &Digest, err: ArtifactError) -> ApiError {
@@ -92,16 +187,21 @@ pub(crate) async fn upload(
         ));
     }
     tokio::task::spawn_blocking(move || {
-        if shared.store.has_artifact(&actual)? {
+        if shared.store.artifact_intact(&actual)? {
             return Ok(false);
         }
         shared
             .runtime
             .check_artifact(&bytes)
             .map_err(|err| artifact_error(&actual, err))?;
-        ready(&shared.runtime, &shared.metrics, &actual, || {
-            Ok(bytes.to_vec())
-        })?;
+        ready(
+            &shared.runtime,
+            &shared.metrics,
+            shared.store.as_ref(),
+            &shared.environments.load().home.name,
+            &actual,
+            Source::Upload(&bytes),
+        )?;
         Ok(shared.store.put_artifact(&actual, &bytes)?)
     })
     .await
@@ -241,12 +341,14 @@ pub(crate) async fn deploy_over(
                     ),
                 ));
             }
-            let (compiled, ready) = ready(&worker.runtime, &worker.metrics, digest, || {
-                worker
-                    .store
-                    .read_artifact(digest)?
-                    .ok_or_else(|| ApiError::internal(format!("artifact {digest} vanished from the store")))
-            })
+            let (compiled, ready) = ready(
+                &worker.runtime,
+                &worker.metrics,
+                worker.store.as_ref(),
+                &worker.environments.load().home.name,
+                digest,
+                Source::Stored,
+            )
             .map_err(|err| err.for_function(function.config.name.as_str()))?;
             let mut report = vet(&compiled.imports(), &function.config.policy);
             report.size_bytes = worker.store.artifact_size(digest)?;
@@ -417,11 +519,14 @@ pub(crate) fn restore(
         let digest = release.digest.clone();
         let loaded = match prepared.get(&digest) {
             Some(ready) => Ok(ready.clone()),
-            None => ready(runtime, metrics, &digest, || {
-                store.read_artifact(&digest)?.ok_or_else(|| {
-                    ApiError::internal(format!("artifact {digest} is missing from the store"))
-                })
-            })
+            None => ready(
+                runtime,
+                metrics,
+                store,
+                environment,
+                &digest,
+                Source::Stored,
+            )
             .map(|(compiled, ready)| {
                 match compiled.loaded_from {
                     LoadedFrom::Cache => summary.from_cache += 1,
@@ -573,11 +678,14 @@ pub(crate) async fn rollback(
     let release = target.clone();
     let (prepared, capabilities) = tokio::task::spawn_blocking(move || {
         let digest = release.digest.clone();
-        let (_, prepared) = ready(&worker.runtime, &worker.metrics, &digest, || {
-            worker.store.read_artifact(&digest)?.ok_or_else(|| {
-                ApiError::internal(format!("artifact {digest} is missing from the store"))
-            })
-        })?;
+        let (_, prepared) = ready(
+            &worker.runtime,
+            &worker.metrics,
+            worker.store.as_ref(),
+            &worker.environments.load().home.name,
+            &digest,
+            Source::Stored,
+        )?;
         let capabilities = worker
             .capabilities
             .for_release(&release)

@@ -10,6 +10,7 @@ mod access_api;
 mod admin;
 mod artifacts_api;
 mod auth;
+pub mod backup;
 mod budgets;
 mod capabilities;
 mod deploy;
@@ -56,7 +57,7 @@ pub use environments::{
 };
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{EnqueueResponse, JobsResponse};
-pub use lifespan::EXPIRY_WARNING;
+pub use lifespan::{EXPIRY_WARNING, format_ms};
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
 pub use runway_store::{AuditRecord, SecretInfo};
@@ -116,6 +117,9 @@ pub struct NodeConfig {
     pub trusted_keys: Option<PathBuf>,
     /// Where budget alerts are POSTed as JSON.
     pub budget_webhook: Option<String>,
+    /// Start with an empty store when the data folder's store is missing or damaged,
+    /// moving what is left aside instead of refusing to start.
+    pub start_over: bool,
 }
 
 impl NodeConfig {
@@ -139,6 +143,7 @@ impl NodeConfig {
             bootstrap_token: None,
             trusted_keys: None,
             budget_webhook: None,
+            start_over: false,
         }
     }
 }
@@ -164,6 +169,17 @@ pub enum NodeError {
     /// The trusted-keys file could not be used.
     #[error("--trusted-keys: {0}")]
     TrustedKeys(#[from] runway_signing::SigningError),
+    /// Sealed secrets exist but the key that opens them does not.
+    #[error(
+        "the secrets key file {} is missing, but the store holds sealed secrets that only it \
+         can open: put the original file back (or point --secret-key-file at it); starting \
+         with a new key would make every secret unreadable",
+        path.display()
+    )]
+    SecretKeyMissing {
+        /// Where the key was expected.
+        path: PathBuf,
+    },
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr} for the {what}: {source} (pick another address with {flag})")]
     Bind {
@@ -178,6 +194,18 @@ pub enum NodeError {
     },
 }
 
+impl NodeError {
+    /// Whether the node refused its data folder on purpose (a missing or damaged store, a
+    /// missing secrets key): the message already names the folder and the fix.
+    pub fn is_refused_state(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Store(StoreError::MissingStore { .. } | StoreError::Damaged { .. })
+                | NodeError::SecretKeyMissing { .. }
+        )
+    }
+}
+
 /// State shared by the gateway and the admin API.
 pub(crate) struct Shared {
     /// Every environment served, each with its routes, keys and rules.
@@ -186,6 +214,8 @@ pub(crate) struct Shared {
     pub(crate) env_domains: Vec<String>,
     /// Where the gateway listens.
     pub(crate) gateway_addr: SocketAddr,
+    /// The data folder (backups stage their copies inside it).
+    pub(crate) data_dir: PathBuf,
     pub(crate) store: Arc<dyn ControlStore>,
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) meter: MeterHandle,
@@ -236,6 +266,20 @@ impl RequestIds {
     }
 }
 
+/// Opens the store; with `--start-over`, a missing or damaged one is moved aside (into
+/// `lost+found-*` in the data folder) and an empty store starts in its place. A healthy
+/// store is never touched by the flag.
+fn open_store(config: &NodeConfig) -> Result<(SqliteStore, Option<PathBuf>), NodeError> {
+    match SqliteStore::open(&config.data_dir) {
+        Ok(store) => Ok((store, None)),
+        Err(StoreError::MissingStore { .. } | StoreError::Damaged { .. }) if config.start_over => {
+            let aside = runway_store::start_over(&config.data_dir)?;
+            Ok((SqliteStore::open(&config.data_dir)?, aside))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
 async fn bind(
     addr: SocketAddr,
     what: &'static str,
@@ -256,6 +300,7 @@ pub struct Node {
     gateway_addr: SocketAddr,
     admin_addr: SocketAddr,
     restored: RestoreSummary,
+    moved_aside: Option<PathBuf>,
     bootstrap: Bootstrap,
     stop: CancellationToken,
     shared: Arc<Shared>,
@@ -285,7 +330,8 @@ impl Node {
             .as_deref()
             .map(runway_signing::TrustedKeys::read)
             .transpose()?;
-        let store: Arc<dyn ControlStore> = Arc::new(SqliteStore::open(&config.data_dir)?);
+        let (store, moved_aside) = open_store(&config)?;
+        let store: Arc<dyn ControlStore> = Arc::new(store);
         let bootstrap = if config.auth {
             auth::bootstrap(
                 store.as_ref(),
@@ -303,6 +349,12 @@ impl Node {
             .secret_key_file
             .clone()
             .unwrap_or_else(|| config.data_dir.join("secrets.key"));
+        // A new key would list the secrets and fail every call that reads one: refuse now.
+        if !secret_key_file.exists() && store.has_sealed_secrets()? {
+            return Err(NodeError::SecretKeyMissing {
+                path: secret_key_file,
+            });
+        }
         let capabilities = Arc::new(PlatformCapabilities::new(
             &config.data_dir,
             &secret_key_file,
@@ -357,6 +409,7 @@ impl Node {
             environments: ArcSwap::from_pointee(environments),
             env_domains: config.env_domains.clone(),
             gateway_addr,
+            data_dir: config.data_dir.clone(),
             store,
             runtime,
             meter: meter.handle(),
@@ -397,6 +450,7 @@ impl Node {
             gateway_addr,
             admin_addr,
             restored,
+            moved_aside,
             bootstrap,
             stop,
             shared,
@@ -418,6 +472,11 @@ impl Node {
     /// What was restored from the store at start.
     pub fn restored(&self) -> &RestoreSummary {
         &self.restored
+    }
+
+    /// Where `--start-over` moved a missing or damaged store's leftovers, if it did.
+    pub fn moved_aside(&self) -> Option<&std::path::Path> {
+        self.moved_aside.as_deref()
     }
 
     /// The bootstrap admin token this start created, if any.
@@ -488,6 +547,17 @@ impl Node {
         let records_written = tokio::task::spawn_blocking(move || meter.shutdown())
             .await
             .unwrap_or(0);
+        // After the last write: the main files alone then hold the whole state, so losing a
+        // `-wal` file after a clean stop loses nothing.
+        let shared = self.shared.clone();
+        let checkpointed = tokio::task::spawn_blocking(move || {
+            shared.capabilities.checkpoint();
+            shared.store.checkpoint()
+        })
+        .await;
+        if let Ok(Err(err)) = checkpointed {
+            tracing::error!(error = %err, "could not checkpoint the store at shutdown");
+        }
         ShutdownReport {
             records_written,
             drained,

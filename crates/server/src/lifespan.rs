@@ -16,7 +16,7 @@ use crate::Shared;
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// A time as RFC 3339 UTC, to the second.
-pub(crate) fn format_ms(ms: i64) -> String {
+pub fn format_ms(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
         |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     environments: IntGauge,
     pub(crate) deploys: IntCounter,
     pub(crate) compiles: IntCounterVec,
+    pub(crate) integrity_failures: IntCounterVec,
     pub(crate) records_written: IntCounter,
     pub(crate) policy_denials: IntCounterVec,
     pub(crate) audit_dropped: IntCounter,
@@ -283,6 +284,13 @@ impl Metrics {
                 &r,
                 "runway_function_memory_size_bytes",
                 "Memory size of the release each function serves",
+            ),
+            integrity_failures: counter(
+                &r,
+                "runway_integrity_failures_total",
+                "Stored artifacts (refused) and cached compiled code (recompiled) whose bytes no \
+                 longer match their recorded SHA-256",
+                &["kind"],
             ),
             compiles: counter(
                 &r,

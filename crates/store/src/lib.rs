@@ -10,6 +10,7 @@ mod sqlite;
 mod sqlite_control;
 mod sqlite_cost;
 mod sqlite_env;
+mod sqlite_integrity;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ pub use control::{
     JobUpdate, RevokedArtifact, TokenRecord,
 };
 pub use sqlite::SqliteStore;
+pub use sqlite_integrity::{DATABASE_FILE, start_over};
 
 /// The environment every function lives in until environments are created explicitly.
 pub const DEFAULT_ENVIRONMENT: &str = "prod";
@@ -53,6 +55,46 @@ pub enum StoreError {
     /// A stored value no longer parses (written by an incompatible version).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The data folder has served before, but its database is gone or empty.
+    #[error(
+        "the data folder {} holds {found} but its store {} is missing or empty: refusing to \
+         start with no functions and a new admin token. Put the store back (`runway restore \
+         BACKUP`), or start empty with --start-over (which moves the old state aside into \
+         lost+found-*, deleting nothing)",
+        data_dir.display(), data_dir.join(sqlite_integrity::DATABASE_FILE).display()
+    )]
+    MissingStore {
+        /// The data folder.
+        data_dir: std::path::PathBuf,
+        /// What it still holds.
+        found: String,
+    },
+    /// The database file fails SQLite's integrity check.
+    #[error(
+        "the store {} is damaged ({detail}): refusing to start on it. Restore a backup with \
+         `runway restore BACKUP`, or move the data folder aside",
+        path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What SQLite reported.
+        detail: String,
+    },
+    /// A stored artifact's bytes no longer have the digest they are stored under.
+    #[error(
+        "artifact {digest} was altered on disk: {} now has SHA-256 {actual}; refusing to \
+         run it (deploy the original component again to replace it)",
+        path.display()
+    )]
+    ArtifactAltered {
+        /// The digest it is stored (and was vetted) under.
+        digest: Digest,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the bytes hash to now.
+        actual: Digest,
+    },
     /// The data folder was written by a newer Runway.
     #[error(
         "the database schema is version {found}, newer than this binary understands ({supported}); \
@@ -335,8 +377,11 @@ pub struct LogEntry {
 pub trait ControlStore: Send + Sync + 'static {
     /// Stores artifact bytes under their digest; returns false if already present.
     fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError>;
-    /// Reads an artifact's bytes, if stored.
+    /// Reads an artifact's bytes, if stored, refusing bytes that no longer match the digest
+    /// ([`StoreError::ArtifactAltered`]).
     fn read_artifact(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Whether an artifact is stored and its bytes still have its digest.
+    fn artifact_intact(&self, digest: &Digest) -> Result<bool, StoreError>;
     /// Whether an artifact is stored.
     fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
     /// A stored artifact's size in bytes.
@@ -370,6 +415,17 @@ pub trait ControlStore: Send + Sync + 'static {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<LogEntry>, StoreError>;
+    /// Makes every committed change durable in the store's main file (called at shutdown,
+    /// after the last write).
+    fn checkpoint(&self) -> Result<(), StoreError>;
+    /// Writes a consistent copy of the whole store to `target` (a new file) while it serves.
+    fn backup_to(&self, target: &std::path::Path) -> Result<(), StoreError>;
+    /// Whether any environment has a sealed secret (which only the node key can open).
+    fn has_sealed_secrets(&self) -> Result<bool, StoreError>;
+    /// The SHA-256 this node recorded for the compiled code cached under `cache_key`.
+    fn compiled_checksum(&self, cache_key: &str) -> Result<Option<String>, StoreError>;
+    /// Records the SHA-256 of compiled code this node has just written under `cache_key`.
+    fn set_compiled_checksum(&self, cache_key: &str, sha256: &str) -> Result<(), StoreError>;
     /// A sink for the meter writer, with its own connection so writes never wait on API reads.
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError>;
     /// Appends audit records.

@@ -8,6 +8,7 @@ use runway_meter::{InvocationRecord, LogStream, RecordSink};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::sqlite_control as control;
+use crate::sqlite_integrity as integrity;
 use crate::{
     ApiKeyRecord, ArtifactSignature, AuditRecord, ControlAuditRecord, ControlStore, CostDimension,
     CostRow, DeployResult, Digest, EnvironmentRecord, EnvironmentRules, Job, JobState, JobUpdate,
@@ -99,6 +100,7 @@ CREATE TABLE secrets (
      ALTER TABLE invocations ADD COLUMN concurrency INTEGER NOT NULL DEFAULT 1;",
     crate::sqlite_cost::MIGRATION_7,
     crate::sqlite_cost::MIGRATION_8,
+    crate::sqlite_integrity::MIGRATION_9,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -112,7 +114,7 @@ fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { action, source }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -137,9 +139,28 @@ impl SqliteStore {
             path: artifacts.clone(),
             source,
         })?;
-        let path = data_dir.join("runway.db");
-        let mut conn = open(&path)?;
-        migrate(&mut conn)?;
+        let path = data_dir.join(integrity::DATABASE_FILE);
+        let earlier = integrity::earlier_state(data_dir);
+        if integrity::is_missing_or_empty(&path)
+            && let Some(found) = earlier.clone()
+        {
+            return Err(StoreError::MissingStore {
+                data_dir: data_dir.to_path_buf(),
+                found,
+            });
+        }
+        let mut conn = open(&path).map_err(|err| damaged(&path, err))?;
+        integrity::check(&conn, &path)?;
+        let version = migrate(&mut conn)?;
+        if version == 0
+            && let Some(found) = earlier
+        {
+            // A file that opened but held no schema at all was not this folder's store.
+            return Err(StoreError::MissingStore {
+                data_dir: data_dir.to_path_buf(),
+                found,
+            });
+        }
         Ok(SqliteStore {
             path,
             artifacts,
@@ -156,7 +177,20 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// A database that cannot even be configured is damaged (SQLite says "file is not a
+/// database" or "malformed"), not merely unavailable.
+fn damaged(path: &Path, err: StoreError) -> StoreError {
+    match err {
+        StoreError::Database { source, .. } => StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        },
+        other => other,
+    }
+}
+
+/// Applies pending migrations; returns the schema version found before them.
+fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(db("reading the schema version"))?;
@@ -173,7 +207,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", index as i64 + 1)
             .map_err(db("migrating"))?;
     }
-    tx.commit().map_err(db("migrating"))
+    tx.commit().map_err(db("migrating"))?;
+    Ok(version)
 }
 
 type ReleaseRow = (
@@ -225,7 +260,8 @@ const RELEASE_COLUMNS: &str =
 
 impl ControlStore for SqliteStore {
     fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
-        if self.has_artifact(digest)? {
+        // An altered or missing file is written again: uploading the original repairs it.
+        if self.artifact_intact(digest)? {
             return Ok(false);
         }
         let path = self.artifact_path(digest);
@@ -251,13 +287,32 @@ impl ControlStore for SqliteStore {
             return Ok(None);
         }
         let path = self.artifact_path(digest);
-        std::fs::read(&path)
-            .map(Some)
-            .map_err(|source| StoreError::Io {
-                action: "read",
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        // The file name is a promise the bytes must keep every time they are read.
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(StoreError::ArtifactAltered {
+                digest: digest.clone(),
                 path,
-                source,
-            })
+                actual,
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    fn artifact_intact(&self, digest: &Digest) -> Result<bool, StoreError> {
+        match self.read_artifact(digest) {
+            Ok(found) => Ok(found.is_some()),
+            Err(StoreError::ArtifactAltered { .. }) => Ok(false),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError> {
@@ -588,6 +643,30 @@ impl ControlStore for SqliteStore {
         })
         .and_then(Iterator::collect)
         .map_err(db("listing secrets"))
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        integrity::checkpoint(&self.conn())
+    }
+
+    fn backup_to(&self, target: &Path) -> Result<(), StoreError> {
+        integrity::backup_to(&self.conn(), target)
+    }
+
+    fn has_sealed_secrets(&self) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM secrets)", [], |row| {
+                row.get(0)
+            })
+            .map_err(db("looking for sealed secrets"))
+    }
+
+    fn compiled_checksum(&self, cache_key: &str) -> Result<Option<String>, StoreError> {
+        integrity::compiled_checksum(&self.conn(), cache_key)
+    }
+
+    fn set_compiled_checksum(&self, cache_key: &str, sha256: &str) -> Result<(), StoreError> {
+        integrity::set_compiled_checksum(&self.conn(), cache_key, sha256)
     }
 
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError> {

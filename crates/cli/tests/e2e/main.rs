@@ -12,5 +12,6 @@ mod metering;
 mod policy;
 mod releases;
 mod setup;
+mod state;
 mod support;
 mod triggers;

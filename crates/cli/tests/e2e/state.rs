@@ -1,0 +1,397 @@
+//! State that cannot silently vanish: a clean stop leaves everything in the database file, a
+//! lost or damaged store is refused rather than reset, a lost secrets key is refused, only
+//! provably vetted code runs, and a backup restores the same functions, data and bill.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn escalate_toml() -> String {
+    format!(
+        "[[function]]\nname = \"escalate\"\ncomponent = \"{}\"\nmemory = \"64MiB\"\ntimeout = \"5s\"\n\n\
+         [[function.trigger]]\nhttp = {{ route = \"/escalate/...\" }}\n\n\
+         [function.policy]\nsql = [\"select:orders\"]\nkv = [\"read:cache/*\", \"write:cache/*\"]\n\
+         secrets = [\"PAYMENT_KEY\"]\n",
+        wasm("escalate").display()
+    )
+}
+
+/// What the escalate function's `action` returned (it must have been allowed).
+fn escalate(node: &TestNode, action: &str) -> Value {
+    let response = node.get(&format!("/escalate/{action}"));
+    let status = response.status();
+    let body = response.text().unwrap();
+    assert_eq!(status, 200, "{action}: {body}");
+    let answer: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    assert_eq!(answer["outcome"], "ok", "{action}: {body}");
+    answer["detail"].clone()
+}
+
+/// A node with hello deployed and invoked once, then stopped cleanly.
+fn served_once(data: &Path) -> String {
+    let node = TestNode::start(data, &[]);
+    let hello = node.deploy_example("hello")["functions"][0]["release"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(node.get("/hello").status(), 200);
+    let (status, _) = node.terminate();
+    assert!(status.success());
+    hello
+}
+
+/// What the node printed at start, once it has printed `line` (its start-up summary follows
+/// the addresses the helper waits for).
+fn printed(node: &TestNode, line: &str) -> String {
+    node.eventually(&format!("the node printed `{line}`"), || {
+        node.output().contains(line)
+    });
+    node.output()
+}
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line:\n{stderr}");
+    lines[0]
+}
+
+#[test]
+fn a_clean_stop_leaves_the_whole_state_in_the_database_file() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    served_once(&data);
+    let wal = data.join("runway.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0,
+        "the write-ahead log still holds state after a clean stop"
+    );
+    _ = std::fs::remove_file(&wal);
+    _ = std::fs::remove_file(data.join("runway.db-shm"));
+    let node = TestNode::start(&data, &[]);
+    let output = printed(&node, "serving 1 functions");
+    assert!(
+        !output.contains("created the bootstrap admin token"),
+        "{output}"
+    );
+    assert_eq!(node.get("/hello").status(), 200);
+    node.eventually("both invocations are recorded", || {
+        node.cli(&["cost", "--json"]).json()["functions"][0]["invocations"] == 2
+    });
+}
+
+#[test]
+fn a_missing_store_beside_artifacts_is_refused_until_start_over_moves_it_aside() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    served_once(&data);
+    for file in ["runway.db", "runway.db-wal", "runway.db-shm"] {
+        _ = std::fs::remove_file(data.join(file));
+    }
+    let stderr = serve_refused(&data, &[]);
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("is missing or empty")
+            && line.contains("1 artifacts")
+            && line.contains("--start-over"),
+        "{line}"
+    );
+    assert!(
+        !data.join("runway.db").exists()
+            || std::fs::metadata(data.join("runway.db")).unwrap().len() == 0
+    );
+
+    // An empty file is no better than none.
+    std::fs::write(data.join("runway.db"), b"").unwrap();
+    assert!(one_line(&serve_refused(&data, &[])).contains("is missing or empty"));
+
+    let node = TestNode::start(&data, &["--start-over"]);
+    printed(&node, "serving 0 functions");
+    let output = printed(&node, "moved to");
+    assert!(output.contains("lost+found-"), "{output}");
+    let aside: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("lost+found-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(
+        std::fs::read_dir(aside[0].path().join("artifacts"))
+            .unwrap()
+            .count(),
+        1,
+        "the old artifacts were kept"
+    );
+}
+
+#[test]
+fn a_damaged_store_is_refused() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    served_once(&data);
+    let db = data.join("runway.db");
+    let original = std::fs::read(&db).unwrap();
+
+    // Truncated to half.
+    std::fs::write(&db, &original[..original.len() / 2]).unwrap();
+    let line = one_line(&serve_refused(&data, &[])).to_owned();
+    assert!(
+        line.contains("is damaged") && line.contains("runway restore"),
+        "{line}"
+    );
+
+    // Garbage over the pages after the first.
+    let mut garbage = original.clone();
+    for byte in garbage[4096..].iter_mut().step_by(7) {
+        *byte = 0xA5;
+    }
+    std::fs::write(&db, &garbage).unwrap();
+    assert!(one_line(&serve_refused(&data, &[])).contains("is damaged"));
+
+    // Not a database at all.
+    std::fs::write(&db, vec![0x42; original.len()]).unwrap();
+    assert!(one_line(&serve_refused(&data, &[])).contains("is damaged"));
+
+    std::fs::write(&db, &original).unwrap();
+    let node = TestNode::start(&data, &[]);
+    printed(&node, "serving 1 functions");
+}
+
+#[test]
+fn a_lost_secrets_key_is_refused_when_sealed_secrets_exist() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let node = TestNode::start(&data, &[]);
+    runway_with_stdin(
+        &["secret", "set", "PAYMENT_KEY"],
+        &node.admin,
+        "sk_test_0123456789",
+    )
+    .ok();
+    node.terminate();
+    let key = data.join("secrets.key");
+    std::fs::rename(&key, dir.path().join("kept.key")).unwrap();
+    let line = one_line(&serve_refused(&data, &["--start-over"])).to_owned();
+    assert!(
+        line.contains(&key.display().to_string()) && line.contains("sealed secrets"),
+        "{line}"
+    );
+    assert!(!key.exists(), "no new key was created");
+
+    std::fs::rename(dir.path().join("kept.key"), &key).unwrap();
+    let node = TestNode::start(&data, &[]);
+    let secrets = node.cli(&["secret", "ls", "--json"]).json();
+    assert_eq!(secrets["secrets"][0]["name"], "PAYMENT_KEY", "{secrets}");
+}
+
+#[test]
+fn an_altered_artifact_is_refused_counted_and_audited_and_a_redeploy_repairs_it() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let digest = served_once(&data);
+    let artifact = data.join(format!("artifacts/{digest}.wasm"));
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0xFF;
+    std::fs::write(&artifact, &bytes).unwrap();
+    // Without compiled code the node must read the artifact again.
+    std::fs::remove_dir_all(data.join("cache")).unwrap();
+
+    let node = TestNode::start(&data, &[]);
+    printed(&node, "serving 0 functions");
+    let output = printed(&node, "cannot serve");
+    assert!(output.contains("was altered on disk"), "{output}");
+    assert_eq!(node.get("/hello").status(), 404);
+    assert_eq!(
+        node.metric("runway_integrity_failures_total{kind=\"artifact\"}"),
+        Some(1.0)
+    );
+    let audit = node
+        .cli(&["audit", "--kind", "control", "--json"])
+        .ok()
+        .to_owned();
+    assert!(audit.contains("integrity.artifact"), "{audit}");
+
+    // The original bytes, uploaded again, replace the altered file.
+    node.cli(&[
+        "deploy",
+        examples().join("hello").to_str().unwrap(),
+        "--no-build",
+    ])
+    .ok();
+    assert_eq!(node.get("/hello").status(), 200);
+    assert_eq!(
+        runway_store_digest(&std::fs::read(&artifact).unwrap()),
+        digest
+    );
+}
+
+fn runway_store_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn compiled_code_that_is_not_what_the_node_compiled_is_recompiled_not_run() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    served_once(&data);
+    let cache: Vec<_> = std::fs::read_dir(data.join("cache"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(cache.len(), 1);
+    let mut code = std::fs::read(&cache[0]).unwrap();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for byte in code.iter_mut().skip(64) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    std::fs::write(&cache[0], &code).unwrap();
+
+    let node = TestNode::start(&data, &[]);
+    let output = printed(&node, "(0 compiled code from cache, 1 compiled now)");
+    assert!(
+        output.contains("recompiling from the verified artifact"),
+        "{output}"
+    );
+    assert_eq!(node.get("/hello").text().unwrap(), "Hello, World!\n");
+    assert_eq!(
+        node.metric("runway_integrity_failures_total{kind=\"compiled_code\"}"),
+        Some(1.0)
+    );
+    let (status, _) = node.terminate();
+    assert!(status.success());
+
+    // The recompiled file is recorded again and loads from the cache next time.
+    let node = TestNode::start(&data, &[]);
+    assert!(
+        node.output()
+            .contains("(1 compiled code from cache, 0 compiled now)"),
+        "{}",
+        node.output()
+    );
+}
+
+#[test]
+fn a_backup_restores_the_same_functions_data_secrets_and_bill() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let node = TestNode::start(&data, &[]);
+    let schema = examples().join("orders/schema.sql");
+    node.cli(&["sql", "apply", schema.to_str().unwrap()]).ok();
+    runway_with_stdin(
+        &["secret", "set", "PAYMENT_KEY"],
+        &node.admin,
+        "sk_test_0123456789",
+    )
+    .ok();
+    node.deploy(&manifest(&dir.path().join("app"), &escalate_toml()));
+    node.deploy_example("hello");
+    assert_eq!(
+        escalate(&node, "kv-set?key=cache/who&value=backed-up"),
+        Value::from(true)
+    );
+    for _ in 0..3 {
+        assert_eq!(node.get("/hello").status(), 200);
+    }
+    node.cli(&["env", "create", "dev", "--from", "prod"]).ok();
+    node.eventually("every invocation is recorded", || {
+        node.cli(&["cost", "--json"]).json()["total"]["invocations"] == 4
+    });
+    let before_ls = node.cli(&["ls", "--json"]).json();
+    let cost_before = node.cli(&["cost", "--json"]).json();
+
+    let backup = dir.path().join("node.tar");
+    let out = node.cli(&["backup", backup.to_str().unwrap()]);
+    assert!(out.ok().contains("backed up the node"), "{}", out.stdout);
+    // A backup never overwrites a file.
+    assert!(
+        node.cli(&["backup", backup.to_str().unwrap()])
+            .failed()
+            .contains("exists")
+    );
+    let audit = node
+        .cli(&["audit", "--kind", "control", "--json"])
+        .ok()
+        .to_owned();
+    assert!(audit.contains("\"backup\""), "{audit}");
+    // Writes after the backup are not in it.
+    assert_eq!(node.get("/hello").status(), 200);
+
+    let restored = dir.path().join("restored");
+    let out = runway(
+        &[
+            "restore",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+        "",
+    );
+    let stdout = out.ok().to_owned();
+    assert!(stdout.contains("4 functions in 2 environments"), "{stdout}");
+    assert!(stdout.contains("secrets.key"), "{stdout}");
+    // Restoring over a folder with state needs --replace.
+    let again = runway(
+        &[
+            "restore",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(again.failed().contains("--replace"), "{}", again.stderr);
+
+    let key = data.join("secrets.key");
+    let copy = TestNode::start(&restored, &["--secret-key-file", key.to_str().unwrap()]);
+    assert_eq!(copy.cli(&["ls", "--json"]).json(), before_ls);
+    let cost_after = copy.cli(&["cost", "--json"]).json();
+    assert_eq!(cost_after["functions"], cost_before["functions"]);
+    assert_eq!(
+        escalate(&copy, "kv-get?key=cache/who"),
+        Value::from("backed-up")
+    );
+    assert_eq!(escalate(&copy, "config?key=PAYMENT_KEY")["length"], 18);
+    let rows = copy
+        .cli(&["sql", "query", "SELECT count(*) FROM orders"])
+        .ok()
+        .to_owned();
+    let original = node
+        .cli(&["sql", "query", "SELECT count(*) FROM orders"])
+        .ok()
+        .to_owned();
+    assert_eq!(rows, original);
+    let envs = copy.cli(&["env", "ls", "--json"]).json();
+    assert_eq!(envs.as_array().unwrap().len(), 2, "{envs}");
+    assert_eq!(copy.get("/hello").text().unwrap(), "Hello, World!\n");
+}
+
+#[test]
+fn restore_refuses_a_file_that_is_not_a_backup_and_changes_nothing() {
+    let dir = tempdir();
+    let bogus = dir.path().join("bogus.tar");
+    std::fs::write(&bogus, b"not a tar file at all").unwrap();
+    let target = dir.path().join("data");
+    let out = runway(
+        &[
+            "restore",
+            bogus.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        out.failed().contains("is not a Runway backup"),
+        "{}",
+        out.stderr
+    );
+    assert!(!target.join("runway.db").exists());
+}
