@@ -160,14 +160,26 @@ pub struct UpArgs {
     pub examples: PathBuf,
 }
 
-fn init_tracing() {
+/// Log lines waiting for a slow stderr before new ones are dropped (and counted).
+const LOG_BUFFER_LINES: usize = 64 * 1024;
+
+/// Logs go to stderr through a buffer on a thread of their own: a reader that stalls (a
+/// full pipe, a paused terminal) drops log lines rather than stalling the node, whose meter
+/// writer also emits the REPORT lines. The guard flushes what is buffered at exit.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("runway-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
+    guard
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -286,7 +298,7 @@ async fn run_until_signal(node: Node) -> anyhow::Result<ExitCode> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    let _logs = init_tracing();
     runtime()?.block_on(async {
         let node = start(&args).await?;
         run_until_signal(node).await
@@ -294,7 +306,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    init_tracing();
+    let _logs = init_tracing();
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(&args.examples)
         .with_context(|| {
             format!(

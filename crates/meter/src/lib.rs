@@ -147,15 +147,19 @@ pub enum InvocationStatus {
     Timeout,
     /// Failed after memory growth was refused.
     OutOfMemory,
+    /// The caller went away before the response was complete, and the guest was stopped
+    /// (billed up to that moment; not the function's failure).
+    ClientGone,
 }
 
 impl InvocationStatus {
     /// Every status, for pre-registering metrics.
-    pub const ALL: [InvocationStatus; 4] = [
+    pub const ALL: [InvocationStatus; 5] = [
         InvocationStatus::Ok,
         InvocationStatus::Error,
         InvocationStatus::Timeout,
         InvocationStatus::OutOfMemory,
+        InvocationStatus::ClientGone,
     ];
 
     /// The lower-case name used in records, metrics and the API.
@@ -165,7 +169,13 @@ impl InvocationStatus {
             InvocationStatus::Error => "error",
             InvocationStatus::Timeout => "timeout",
             InvocationStatus::OutOfMemory => "out_of_memory",
+            InvocationStatus::ClientGone => "client_gone",
         }
+    }
+
+    /// Whether the function failed (a caller that went away is not the function's failure).
+    pub fn is_failure(self) -> bool {
+        !matches!(self, InvocationStatus::Ok | InvocationStatus::ClientGone)
     }
 
     /// Parses the name written by [`InvocationStatus::as_str`].

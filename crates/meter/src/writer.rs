@@ -102,22 +102,30 @@ fn run(
     let mut batch: Vec<InvocationRecord> = Vec::with_capacity(MAX_BATCH);
     let mut written = 0;
     let mut oldest: Option<Instant> = None;
+    // Records are persisted first and observed (metrics, REPORT lines) after: a slow log
+    // consumer must never hold records in memory, where a SIGKILL would lose them.
+    let mut flush = |batch: &mut Vec<InvocationRecord>| {
+        let count = persist(&mut sink, batch);
+        for record in batch.drain(..) {
+            observe(&record);
+        }
+        count
+    };
     loop {
         // Drain without blocking: a sender only pays for a queue push, never for waking
         // this thread, so the request path makes no system call per record.
         loop {
             match rx.try_recv() {
                 Ok(Message::Record(record)) => {
-                    observe(&record);
                     batch.push(*record);
                     oldest.get_or_insert_with(Instant::now);
                     if batch.len() >= MAX_BATCH {
-                        written += persist(&mut sink, &mut batch);
+                        written += flush(&mut batch);
                         oldest = None;
                     }
                 }
                 Ok(Message::Flush(ack)) => {
-                    written += persist(&mut sink, &mut batch);
+                    written += flush(&mut batch);
                     oldest = None;
                     _ = ack.send(());
                 }
@@ -125,18 +133,17 @@ fn run(
                     // Records queued by requests that finished after the shutdown message.
                     while let Ok(message) = rx.try_recv() {
                         if let Message::Record(record) = message {
-                            observe(&record);
                             batch.push(*record);
                         }
                     }
-                    written += persist(&mut sink, &mut batch);
+                    written += flush(&mut batch);
                     return written;
                 }
                 Err(TryRecvError::Empty) => break,
             }
         }
         if oldest.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL) {
-            written += persist(&mut sink, &mut batch);
+            written += flush(&mut batch);
             oldest = None;
         }
         std::thread::sleep(POLL_INTERVAL);
@@ -160,18 +167,16 @@ fn lower_priority() {
     }
 }
 
-fn persist(sink: &mut impl RecordSink, batch: &mut Vec<InvocationRecord>) -> u64 {
+/// Writes a batch (retrying a few times); returns how many records were persisted. The
+/// caller empties the batch.
+fn persist(sink: &mut impl RecordSink, batch: &[InvocationRecord]) -> u64 {
     if batch.is_empty() {
         return 0;
     }
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=WRITE_ATTEMPTS {
         match sink.write_batch(batch) {
-            Ok(()) => {
-                let count = batch.len() as u64;
-                batch.clear();
-                return count;
-            }
+            Ok(()) => return batch.len() as u64,
             Err(error) if attempt < WRITE_ATTEMPTS => {
                 tracing::warn!(%error, attempt, records = batch.len(), "writing invocation records failed; retrying");
                 std::thread::sleep(delay);
@@ -182,7 +187,6 @@ fn persist(sink: &mut impl RecordSink, batch: &mut Vec<InvocationRecord>) -> u64
             }
         }
     }
-    batch.clear();
     0
 }
 
@@ -248,6 +252,25 @@ mod tests {
         let written = written.lock().unwrap();
         assert_eq!(written.len(), 3000);
         assert_eq!(written[2999], "r2999");
+    }
+
+    #[test]
+    fn persists_a_record_before_observing_it() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let seen = written.clone();
+        let unpersisted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = unpersisted.clone();
+        // A slow log consumer (observe) must not keep records out of the store.
+        let writer = MeterWriter::spawn(VecSink(written, 0), move |record| {
+            if !seen.lock().unwrap().contains(&record.request_id) {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        for i in 0..100 {
+            writer.handle().record(record(i));
+        }
+        assert_eq!(writer.shutdown(), 100);
+        assert_eq!(unpersisted.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod limits;
 mod metering;
 mod policy;
 mod releases;
+mod reliability;
 mod setup;
 mod state;
 mod support;
