@@ -112,6 +112,17 @@ pub struct FailedInvocation {
 /// The guest answered through `response-outparam.set` with an error code.
 const GUEST_ERROR_CODE: u16 = u16::MAX;
 
+/// The status recorded when the caller went away (nginx's "client closed request").
+const CLIENT_GONE_STATUS: u16 = 499;
+
+/// What the request side and the guest tell each other, in the one allocation per request.
+struct Signals {
+    /// The status the guest answered with (0 until it answers).
+    answered: AtomicU16,
+    /// Raised when the caller went away before the response was complete.
+    client_gone: tokio::sync::Notify,
+}
+
 #[derive(Debug)]
 struct TimedOut;
 
@@ -141,13 +152,17 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let (response_tx, response_rx) = tokio::sync::oneshot::channel();
-        let answered = Arc::new(AtomicU16::new(0));
+        let signals = Arc::new(Signals {
+            answered: AtomicU16::new(0),
+            client_gone: tokio::sync::Notify::new(),
+        });
+        let is_head = request.method() == hyper::Method::HEAD;
         let capture_limit = self.config.output_capture_bytes;
         // The guest runs inside the caller's task, not a spawned one: the connection task
         // drives it until the response head exists, then the response body drives it while
         // it streams. No cross-thread hand-off per request, and back-pressure is natural.
         let guest: GuestFuture = Box::pin({
-            let answered = answered.clone();
+            let signals = signals.clone();
             async move {
                 let started_at = SystemTime::now();
                 let start = Instant::now();
@@ -193,7 +208,7 @@ impl Runtime {
                     }
                 });
                 let mut instantiate = Duration::ZERO;
-                let answered_by_guest = answered.clone();
+                let answered_by_guest = signals.clone();
                 let run = async {
                     let proxy = prepared.pre.instantiate_async(&mut store).await?;
                     instantiate = start.elapsed();
@@ -204,7 +219,7 @@ impl Runtime {
                             Ok(response) => response.status().as_u16(),
                             Err(_) => GUEST_ERROR_CODE,
                         };
-                        answered_by_guest.store(code, Ordering::Release);
+                        answered_by_guest.answered.store(code, Ordering::Release);
                         _ = response_tx.send(result);
                     })?;
                     proxy
@@ -212,26 +227,27 @@ impl Runtime {
                         .call_handle(&mut store, request, outparam)
                         .await
                 };
-                let result = tokio::time::timeout_at(deadline.into(), run).await;
+                // A caller that went away stops the guest: nobody reads what it computes,
+                // and a flood of abandoned requests must not keep burning CPU.
+                let result = tokio::select! {
+                    result = tokio::time::timeout_at(deadline.into(), run) => Some(result),
+                    () = signals.client_gone.notified() => None,
+                };
                 let duration = start.elapsed();
                 let limiter = &store.data().limiter;
                 let (mut status, mut error) = match result {
-                    Err(_elapsed) => (Status::Timeout, Some(TimedOut.to_string())),
-                    Ok(Err(err)) if err.downcast_ref::<TimedOut>().is_some() => {
-                        (Status::Timeout, Some(TimedOut.to_string()))
-                    }
-                    Ok(Err(err)) if limiter.refused() => (
-                        Status::OutOfMemory,
-                        Some(format!(
-                            "memory growth past the function's memory size ({} bytes) was \
-                             refused, then: {err:#}",
-                            limits.memory_bytes
-                        )),
+                    None => (
+                        Status::ClientGone,
+                        Some(
+                            "the caller went away before the response was complete; the \
+                             function was stopped"
+                                .to_owned(),
+                        ),
                     ),
-                    Ok(Err(err)) => (Status::Error, Some(format!("{err:#}"))),
-                    Ok(Ok(())) => (Status::Ok, None),
+                    Some(result) => ended(result, limiter, limits.memory_bytes),
                 };
-                let http_status = match answered.load(Ordering::Acquire) {
+                let http_status = match signals.answered.load(Ordering::Acquire) {
+                    _ if status == Status::ClientGone => CLIENT_GONE_STATUS,
                     0 => {
                         if status == Status::Ok {
                             status = Status::Error;
@@ -282,7 +298,10 @@ impl Runtime {
             }
         });
         let mut response_rx = response_rx;
-        let mut guest = Some(guest);
+        let mut pending = PendingGuest {
+            guest: Some(guest),
+            signals: signals.clone(),
+        };
         let mut outparam_dropped = false;
         let head = std::future::poll_fn(|cx| {
             if !outparam_dropped {
@@ -292,10 +311,10 @@ impl Runtime {
                     Poll::Pending => {}
                 }
             }
-            let running = guest.as_mut().expect("polled until it finishes");
+            let running = pending.guest.as_mut().expect("polled until it finishes");
             match running.as_mut().poll(cx) {
                 Poll::Ready(failed) => {
-                    guest = None;
+                    pending.guest = None;
                     Poll::Ready(match response_rx.try_recv() {
                         Ok(answer) => Head::Answered(answer),
                         Err(_) => Head::Finished(failed),
@@ -305,13 +324,21 @@ impl Runtime {
             }
         })
         .await;
+        let guest = pending.guest.take();
         match head {
-            Head::Answered(Ok(response)) => {
-                Ok(response.map(|body| DrivenBody { body, guest }.boxed_unsync()))
-            }
+            Head::Answered(Ok(response)) => Ok(response.map(|body| {
+                DrivenBody {
+                    body,
+                    guest,
+                    signals,
+                    watch_client: !is_head,
+                    finished: false,
+                }
+                .boxed_unsync()
+            })),
             Head::Answered(Err(_guest_error_code)) => {
                 if let Some(guest) = guest {
-                    tokio::spawn(guest);
+                    spawn_to_finish(guest);
                 }
                 Err(FailedInvocation {
                     status: Status::Error,
@@ -323,7 +350,56 @@ impl Runtime {
     }
 }
 
+/// How a guest that ran to its end (or its deadline) ended, and why it failed.
+fn ended(
+    result: Result<wasmtime::Result<()>, tokio::time::error::Elapsed>,
+    limiter: &MemoryLimiter,
+    memory_bytes: u64,
+) -> (Status, Option<String>) {
+    match result {
+        Err(_elapsed) => (Status::Timeout, Some(TimedOut.to_string())),
+        Ok(Err(err)) if err.downcast_ref::<TimedOut>().is_some() => {
+            (Status::Timeout, Some(TimedOut.to_string()))
+        }
+        Ok(Err(err)) if limiter.refused() => (
+            Status::OutOfMemory,
+            Some(format!(
+                "memory growth past the function's memory size ({memory_bytes} bytes) was \
+                 refused, then: {err:#}"
+            )),
+        ),
+        Ok(Err(err)) => (Status::Error, Some(format!("{err:#}"))),
+        Ok(Ok(())) => (Status::Ok, None),
+    }
+}
+
 type GuestFuture = Pin<Box<dyn Future<Output = FailedInvocation> + Send>>;
+
+/// A guest that has not sent its response head yet, owned by the request's future.
+///
+/// If that future is dropped first (the caller disconnected while waiting), the guest is
+/// told the caller is gone and moved to a task of its own, where it stops at once and
+/// reports its outcome: every invocation that started is recorded and billed.
+struct PendingGuest {
+    guest: Option<GuestFuture>,
+    signals: Arc<Signals>,
+}
+
+impl Drop for PendingGuest {
+    fn drop(&mut self) {
+        if let Some(guest) = self.guest.take() {
+            self.signals.client_gone.notify_one();
+            spawn_to_finish(guest);
+        }
+    }
+}
+
+/// Lets a guest run to its end on a task of its own (so its outcome is reported).
+fn spawn_to_finish(guest: GuestFuture) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(guest);
+    }
+}
 
 enum Head {
     Answered(Result<hyper::Response<ResponseBody>, ErrorCode>),
@@ -332,12 +408,18 @@ enum Head {
 
 /// A response body that keeps running the guest that writes it.
 ///
-/// If the body is dropped before the guest finishes (the client went away, a HEAD request,
-/// or the guest keeps working after `finish`), the guest moves to a task of its own so its
-/// outcome is still reported.
+/// If the body is dropped before the guest finishes, the guest moves to a task of its own so
+/// its outcome is still reported. Dropped before its end (the caller went away mid-stream),
+/// the guest is stopped as a gone caller's; dropped after it (a guest still working after
+/// `finish`) or for a HEAD request (whose body is never sent), it runs on to its end.
 struct DrivenBody {
     body: ResponseBody,
     guest: Option<GuestFuture>,
+    signals: Arc<Signals>,
+    /// False for HEAD, whose body hyper drops unread.
+    watch_client: bool,
+    /// The body reached its end.
+    finished: bool,
 }
 
 impl http_body::Body for DrivenBody {
@@ -353,7 +435,11 @@ impl http_body::Body for DrivenBody {
         {
             self.guest = None;
         }
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = frame {
+            self.finished = true;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -368,7 +454,10 @@ impl http_body::Body for DrivenBody {
 impl Drop for DrivenBody {
     fn drop(&mut self) {
         if let Some(guest) = self.guest.take() {
-            tokio::spawn(guest);
+            if self.watch_client && !self.finished && !self.body.is_end_stream() {
+                self.signals.client_gone.notify_one();
+            }
+            spawn_to_finish(guest);
         }
     }
 }

@@ -398,7 +398,7 @@ impl Metrics {
             .with_label_values(&[labels[0], labels[1], record.status.as_str()])
             .inc();
         match record.status {
-            InvocationStatus::Ok => {}
+            InvocationStatus::Ok | InvocationStatus::ClientGone => {}
             InvocationStatus::Timeout => self.timeouts.with_label_values(&labels).inc(),
             InvocationStatus::Error | InvocationStatus::OutOfMemory => {
                 self.errors.with_label_values(&labels).inc();

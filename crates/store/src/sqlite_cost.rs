@@ -36,7 +36,7 @@ CREATE INDEX usage_hourly_by_environment ON usage_hourly (environment, hour_ms);
 CREATE INDEX invocations_by_start ON invocations (started_ms);
 INSERT INTO usage_hourly
 SELECT (started_ms / 3600000) * 3600000, environment, function, release, COUNT(*),
-       SUM(status != 'ok'), SUM(gb_seconds), SUM(cost_pusd), SUM(duration_us),
+       SUM(status NOT IN ('ok', 'client_gone')), SUM(gb_seconds), SUM(cost_pusd), SUM(duration_us),
        MAX(max_memory_bytes), SUM(cpu_throttled_us), MAX(concurrency), MAX(memory_mb)
 FROM invocations GROUP BY 1, 2, 3, 4;
 "#;
@@ -67,7 +67,7 @@ pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqli
             .entry((hour, &r.environment, &r.function, r.release))
             .or_default();
         sums.invocations += 1;
-        sums.failures += i64::from(r.status != runway_meter::InvocationStatus::Ok);
+        sums.failures += i64::from(r.status.is_failure());
         sums.gb_seconds += r.gb_seconds;
         sums.cost += r.cost.0 as i64;
         sums.duration_us += r.duration_us as i64;
@@ -177,7 +177,7 @@ pub(crate) fn grouped(
            FROM usage_hourly
            WHERE {in_environment} hour_ms >= ?1
            UNION ALL
-           SELECT environment, function, release, 1, status != 'ok', gb_seconds, cost_pusd,
+           SELECT environment, function, release, 1, status NOT IN ('ok', 'client_gone'), gb_seconds, cost_pusd,
                   duration_us, max_memory_bytes
            FROM invocations
            WHERE {in_environment} started_ms >= ?2 AND started_ms < ?1

@@ -179,3 +179,67 @@ fn an_oversized_request_body_is_refused_before_the_function_runs() {
         .sum();
     assert_eq!(total, 2.0);
 }
+
+#[test]
+fn a_caller_that_goes_away_is_recorded_billed_and_its_guest_stopped() {
+    let dir = tempdir();
+    let node = TestNode::start(&dir.path().join("data"), &[]);
+    manifest(
+        &dir.path().join("spin"),
+        &function_toml("spin", "forever", "/spin", "timeout = \"60s\""),
+    );
+    node.deploy(&dir.path().join("spin"));
+    node.deploy_example("stream");
+    let addr = node.gateway.trim_start_matches("http://").to_owned();
+
+    // Before the response head: the request is sent, then the connection is dropped.
+    let in_flight = "runway_in_flight_requests{environment=\"prod\",function=\"spin\"}";
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(stream, "GET /spin HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+        node.eventually("the guest is running", || {
+            node.metric(in_flight) == Some(1.0)
+        });
+        drop(stream);
+        // Stopped, not left spinning until its 60 s timeout.
+        node.eventually("the abandoned guest is stopped", || {
+            node.metric(in_flight) == Some(0.0)
+        });
+    }
+    let gone =
+        "faas_invocations_total{environment=\"prod\",function=\"spin\",status=\"client_gone\"}";
+    node.eventually("three abandoned calls are recorded", || {
+        node.metric(gone) == Some(3.0)
+    });
+    let cost = node.cli(&["cost", "--json"]).json();
+    let spin = &cost["functions"][0];
+    assert_eq!(spin["function"], "spin", "{cost}");
+    assert_eq!(spin["invocations"], 3, "{cost}");
+    assert_eq!(
+        spin["failures"], 0,
+        "a caller going away is not the function's failure"
+    );
+    assert!(spin["cost"].as_u64().unwrap() > 0, "{cost}");
+    let logs = node.cli(&["logs", "spin"]).ok().to_owned();
+    assert!(logs.contains("the caller went away"), "{logs}");
+
+    // In the middle of a streamed body.
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /stream?mib=1000 HTTP/1.1\r\nhost: test\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 4096];
+    let mut read = 0;
+    while read < first.len() {
+        read += stream.read(&mut first[read..]).unwrap();
+    }
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    drop(stream);
+    let gone =
+        "faas_invocations_total{environment=\"prod\",function=\"stream\",status=\"client_gone\"}";
+    node.eventually("the abandoned stream is recorded", || {
+        node.metric(gone) == Some(1.0)
+    });
+}
