@@ -83,6 +83,22 @@ pub struct ServeArgs {
     /// environment then need an artifact signed by one of them.
     #[arg(long, env = "RUNWAY_TRUSTED_KEYS")]
     pub trusted_keys: Option<PathBuf>,
+    /// Raw invocation records are deleted after this long ("forever" keeps them); bills,
+    /// budgets and capacity read the hourly rollups, which are always kept.
+    #[arg(long, env = "RUNWAY_RETAIN_INVOCATIONS", default_value = "7d", value_parser = parse_retention)]
+    pub retain_invocations: Retention,
+    /// Function log lines are deleted after this long ("forever" keeps them).
+    #[arg(long, env = "RUNWAY_RETAIN_LOGS", default_value = "7d", value_parser = parse_retention)]
+    pub retain_logs: Retention,
+    /// Succeeded jobs are deleted after this long (dead-lettered ones are kept).
+    #[arg(long, env = "RUNWAY_RETAIN_JOBS", default_value = "7d", value_parser = parse_retention)]
+    pub retain_jobs: Retention,
+    /// Policy audit records (denials) are deleted after this long.
+    #[arg(long, env = "RUNWAY_RETAIN_AUDIT", default_value = "90d", value_parser = parse_retention)]
+    pub retain_audit: Retention,
+    /// Control-plane audit records (who did what) are deleted after this long.
+    #[arg(long, env = "RUNWAY_RETAIN_CONTROL_AUDIT", default_value = "400d", value_parser = parse_retention)]
+    pub retain_control_audit: Retention,
     /// When the data folder's store is missing or damaged, start with an empty one instead
     /// of refusing, moving what is left into DATA_DIR/lost+found-* (nothing is deleted; a
     /// healthy store is never touched).
@@ -102,6 +118,25 @@ fn parse_webhook(text: &str) -> Result<String, String> {
         return Err(format!("{text} names no host"));
     }
     Ok(text.to_owned())
+}
+
+/// A retention period: how long rows are kept, or `None` for ever.
+type Retention = Option<Duration>;
+
+/// `--retain-*`: a duration such as `7d` or `12h`, or `forever`.
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let keep = humantime::parse_duration(text)
+        .map_err(|err| format!("{text} is not a duration like 7d or 12h, nor `forever`: {err}"))?;
+    if keep < Duration::from_secs(3600) {
+        return Err(format!(
+            "{text} is too short: keep rows at least 1h (the last hour is what `runway cost` \
+             reads from raw records)"
+        ));
+    }
+    Ok(Some(keep))
 }
 
 /// `--cpu-full-core-at`: a memory size, or `off` (0).
@@ -143,6 +178,13 @@ impl ServeArgs {
         config.trusted_keys = self.trusted_keys.clone();
         config.budget_webhook = self.budget_webhook.clone();
         config.start_over = self.start_over;
+        config.retention = runway_server::retention::Retention {
+            invocations: self.retain_invocations,
+            logs: self.retain_logs,
+            succeeded_jobs: self.retain_jobs,
+            policy_audit: self.retain_audit,
+            control_audit: self.retain_control_audit,
+        };
         // An environment variable only, never a flag: flags show in `ps`.
         config.bootstrap_token = std::env::var("RUNWAY_ADMIN_TOKEN")
             .ok()

@@ -963,6 +963,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
+    shared
+        .metrics
+        .store_bytes
+        .set(shared.store.size_bytes() as i64);
     (headers, shared.metrics.encode())
 }
 

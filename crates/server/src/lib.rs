@@ -23,6 +23,7 @@ mod lifespan;
 mod live;
 mod metrics;
 mod policy_api;
+pub mod retention;
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -117,6 +118,8 @@ pub struct NodeConfig {
     pub trusted_keys: Option<PathBuf>,
     /// Where budget alerts are POSTed as JSON.
     pub budget_webhook: Option<String>,
+    /// How long raw records, logs, finished jobs and audit logs are kept.
+    pub retention: retention::Retention,
     /// Start with an empty store when the data folder's store is missing or damaged,
     /// moving what is left aside instead of refusing to start.
     pub start_over: bool,
@@ -144,6 +147,7 @@ impl NodeConfig {
             trusted_keys: None,
             budget_webhook: None,
             start_over: false,
+            retention: retention::Retention::default(),
         }
     }
 }
@@ -431,6 +435,11 @@ impl Node {
         servers.spawn(jobs::work(shared.clone(), stop.clone()));
         servers.spawn(jobs::schedule(shared.clone(), stop.clone()));
         servers.spawn(lifespan::watch(shared.clone(), stop.clone()));
+        servers.spawn(retention::watch(
+            shared.clone(),
+            config.retention,
+            stop.clone(),
+        ));
         servers.spawn(budgets::watch(
             shared.clone(),
             config.budget_webhook.clone(),

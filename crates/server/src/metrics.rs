@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub(crate) deploys: IntCounter,
     pub(crate) compiles: IntCounterVec,
     pub(crate) integrity_failures: IntCounterVec,
+    pub(crate) retention_pruned: IntCounterVec,
+    pub(crate) store_bytes: IntGauge,
     pub(crate) records_written: IntCounter,
     pub(crate) policy_denials: IntCounterVec,
     pub(crate) audit_dropped: IntCounter,
@@ -285,6 +287,21 @@ impl Metrics {
                 "runway_function_memory_size_bytes",
                 "Memory size of the release each function serves",
             ),
+            retention_pruned: counter(
+                &r,
+                "runway_retention_pruned_total",
+                "Rows deleted for being older than the node's retention, by kind",
+                &["kind"],
+            ),
+            store_bytes: {
+                let g = IntGauge::new(
+                    "runway_store_bytes",
+                    "Bytes the control-plane store occupies on disk (write-ahead log included)",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
             integrity_failures: counter(
                 &r,
                 "runway_integrity_failures_total",

@@ -11,6 +11,7 @@ mod sqlite_control;
 mod sqlite_cost;
 mod sqlite_env;
 mod sqlite_integrity;
+mod sqlite_retention;
 
 use std::fmt;
 
@@ -373,6 +374,43 @@ pub struct LogEntry {
     pub line: String,
 }
 
+/// Rows that retention deletes once they are older than the node keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pruned {
+    /// Raw invocation records (the hourly rollups that bills read are kept).
+    Invocations,
+    /// Function log lines.
+    Logs,
+    /// Jobs that succeeded (dead-lettered jobs wait for a person and are kept).
+    SucceededJobs,
+    /// The policy audit log (denials).
+    PolicyAudit,
+    /// The control-plane audit log (who did what).
+    ControlAudit,
+}
+
+impl Pruned {
+    /// Every kind, in the order they are pruned.
+    pub const ALL: [Pruned; 5] = [
+        Pruned::Invocations,
+        Pruned::Logs,
+        Pruned::SucceededJobs,
+        Pruned::PolicyAudit,
+        Pruned::ControlAudit,
+    ];
+
+    /// The name used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pruned::Invocations => "invocations",
+            Pruned::Logs => "logs",
+            Pruned::SucceededJobs => "succeeded_jobs",
+            Pruned::PolicyAudit => "policy_audit",
+            Pruned::ControlAudit => "control_audit",
+        }
+    }
+}
+
 /// The control-plane storage interface; every backend passes the same conformance tests.
 pub trait ControlStore: Send + Sync + 'static {
     /// Stores artifact bytes under their digest; returns false if already present.
@@ -415,6 +453,11 @@ pub trait ControlStore: Send + Sync + 'static {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<LogEntry>, StoreError>;
+    /// Deletes up to `limit` rows of `what` older than `before_ms` (one short transaction,
+    /// so requests and the meter writer wait at most that long); returns how many.
+    fn prune(&self, what: Pruned, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
+    /// The bytes the store occupies on disk (its files, the write-ahead log included).
+    fn size_bytes(&self) -> u64;
     /// Makes every committed change durable in the store's main file (called at shutdown,
     /// after the last write).
     fn checkpoint(&self) -> Result<(), StoreError>;

@@ -12,7 +12,7 @@ use crate::sqlite_integrity as integrity;
 use crate::{
     ApiKeyRecord, ArtifactSignature, AuditRecord, ControlAuditRecord, ControlStore, CostDimension,
     CostRow, DeployResult, Digest, EnvironmentRecord, EnvironmentRules, Job, JobState, JobUpdate,
-    LogEntry, NewRelease, Release, RevokedArtifact, SecretInfo, StoreError, StoredSecret,
+    LogEntry, NewRelease, Pruned, Release, RevokedArtifact, SecretInfo, StoreError, StoredSecret,
     TokenRecord, Usage, config_hash,
 };
 
@@ -101,6 +101,7 @@ CREATE TABLE secrets (
     crate::sqlite_cost::MIGRATION_7,
     crate::sqlite_cost::MIGRATION_8,
     crate::sqlite_integrity::MIGRATION_9,
+    crate::sqlite_retention::MIGRATION_10,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -645,6 +646,22 @@ impl ControlStore for SqliteStore {
         .map_err(db("listing secrets"))
     }
 
+    fn prune(&self, what: Pruned, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        crate::sqlite_retention::prune(&self.conn(), what, before_ms, limit)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut path = self.path.clone().into_os_string();
+                path.push(suffix);
+                std::fs::metadata(path).ok()
+            })
+            .map(|meta| meta.len())
+            .sum()
+    }
+
     fn checkpoint(&self) -> Result<(), StoreError> {
         integrity::checkpoint(&self.conn())
     }
@@ -1026,6 +1043,55 @@ mod tests {
         assert!(logs[1].line.starts_with("REPORT RequestId: r1"));
         let after = store.logs("prod", "a", logs[1].id, 100).unwrap();
         assert_eq!(after.len(), 2);
+    }
+
+    #[test]
+    fn pruning_deletes_old_records_and_logs_in_chunks_but_bills_keep_them() {
+        let (_dir, store) = store();
+        let mut sink = store.record_sink().unwrap();
+        let now = now_ms();
+        let record = |id: &str, started_at_ms| InvocationRecord {
+            cpu_throttled_us: 0,
+            concurrency: 1,
+            request_id: id.into(),
+            environment: "prod".into(),
+            function: "a".into(),
+            release: 1,
+            started_at_ms,
+            duration_us: 1500,
+            billed_ms: 2,
+            memory_mb: 128,
+            max_memory_bytes: 1 << 20,
+            instantiate_us: 20,
+            status: InvocationStatus::Ok,
+            http_status: 200,
+            gb_seconds: 0.00025,
+            cost: PicoUsd(204_166),
+            stdout: b"hello\n".to_vec(),
+            stderr: Vec::new(),
+            error: None,
+        };
+        let old = now - 30 * 24 * 3600 * 1000;
+        sink.write_batch(&[
+            record("old1", old),
+            record("old2", old),
+            record("old3", old),
+            record("new", now),
+        ])
+        .unwrap();
+        let cutoff = now - 7 * 24 * 3600 * 1000;
+        assert_eq!(store.prune(Pruned::Invocations, cutoff, 2).unwrap(), 2);
+        assert_eq!(store.prune(Pruned::Invocations, cutoff, 2).unwrap(), 1);
+        assert_eq!(store.prune(Pruned::Invocations, cutoff, 2).unwrap(), 0);
+        // Two lines per record (stdout and REPORT); only the new record's remain.
+        assert_eq!(store.prune(Pruned::Logs, cutoff, 100).unwrap(), 6);
+        let logs = store.logs("prod", "a", 0, 100).unwrap();
+        assert_eq!(logs.len(), 2);
+        assert!(logs[1].line.starts_with("REPORT RequestId: new"));
+        // The bill for the whole period still counts every invocation: it reads the rollups.
+        let usage = store.usage("prod", old - 3_600_000).unwrap();
+        assert_eq!(usage[0].invocations, 4);
+        assert!(store.size_bytes() > 0);
     }
 
     #[test]

@@ -395,3 +395,71 @@ fn restore_refuses_a_file_that_is_not_a_backup_and_changes_nothing() {
     );
     assert!(!target.join("runway.db").exists());
 }
+
+#[test]
+fn retention_prunes_old_records_logs_and_audit_and_the_store_size_is_reported() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    served_once(&data);
+    let day = 24 * 3600 * 1000i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    {
+        let db = rusqlite::Connection::open(data.join("runway.db")).unwrap();
+        db.execute(
+            "INSERT INTO invocations (request_id, environment, function, release, started_ms,
+               duration_us, billed_ms, memory_mb, max_memory_bytes, instantiate_us, status,
+               http_status, gb_seconds, cost_pusd)
+             VALUES ('aged', 'prod', 'hello', 1, ?1, 1, 1, 128, 0, 0, 'ok', 200, 0.0, 0)",
+            [now - 8 * day],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO logs (environment, function, request_id, at_ms, stream, line)
+             VALUES ('prod', 'hello', 'aged', ?1, 'stdout', 'an aged line')",
+            [now - 8 * day],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO audit (at_ms, environment, function, release, capability, operation,
+               target, decision)
+             VALUES (?1, 'prod', 'hello', 1, 'sql', 'select', 'customers', 'denied')",
+            [now - 91 * day],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO control_audit (at_ms, environment, actor, action, target, status,
+               outcome, detail)
+             VALUES (?1, 'prod', 't-aged', 'deploy', 'hello', 200, 'ok', '')",
+            [now - 401 * day],
+        )
+        .unwrap();
+    }
+    let node = TestNode::start(&data, &[]);
+    for kind in ["invocations", "logs", "policy_audit", "control_audit"] {
+        node.eventually(&format!("aged {kind} are pruned"), || {
+            node.metric(&format!("runway_retention_pruned_total{{kind=\"{kind}\"}}")) == Some(1.0)
+        });
+    }
+    let logs = node.cli(&["logs", "hello"]).ok().to_owned();
+    assert!(!logs.contains("an aged line"), "{logs}");
+    assert!(
+        logs.contains("REPORT RequestId"),
+        "the recent lines stay:\n{logs}"
+    );
+    let audit = node
+        .cli(&["audit", "--kind", "control", "--json"])
+        .ok()
+        .to_owned();
+    assert!(!audit.contains("t-aged"), "{audit}");
+    assert!(node.metric("runway_store_bytes").unwrap() > 4096.0);
+
+    // Retention can be turned off, and a period too short to bill from is refused.
+    drop(node);
+    let stderr = serve_refused(&data, &["--retain-logs", "10m"]);
+    assert!(stderr.contains("too short"), "{stderr}");
+    let node = TestNode::start(&data, &["--retain-invocations", "forever"]);
+    printed(&node, "serving 1 functions");
+}
