@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use jwt::{JwtError, JwtRefusal, JwtSettings, JwtVerifier, MAX_LEEWAY};
-pub use rate::{Rate, RateLimiter};
+pub use rate::{KeyedRateLimiter, Rate, RateLimiter};
 
 /// What a control-plane token may do; each role includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -88,10 +88,7 @@ impl RateLimiter {
     pub fn new(rate: Rate) -> RateLimiter {
         RateLimiter {
             rate,
-            state: Mutex::new(Bucket {
-                tokens: f64::from(rate.count),
-                refilled_at: Instant::now(),
-            }),
+            state: Mutex::new(Bucket::full(rate, Instant::now())),
         }
     }
 
@@ -102,26 +99,111 @@ impl RateLimiter {
 
     /// Takes one request's token, or says how long until one is available.
     pub fn try_acquire(&self, now: Instant) -> Result<(), Duration> {
-        let capacity = f64::from(self.rate.count);
-        let per_second = capacity / self.rate.per.as_secs_f64();
         let mut bucket = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        bucket.take(self.rate, now)
+    }
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::from(rate.count),
+            refilled_at: now,
+        }
+    }
+
+    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(rate.count);
+        let per_second = capacity / rate.per.as_secs_f64();
         let elapsed = now
-            .saturating_duration_since(bucket.refilled_at)
+            .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
-        bucket.refilled_at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        self.tokens = (self.tokens + elapsed * per_second).min(capacity);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / per_second))
         }
+    }
+
+    /// Whether the bucket would be full again by `now` (nothing to remember about its key).
+    fn refilled_by(&self, rate: Rate, now: Instant) -> bool {
+        let per_second = f64::from(rate.count) / rate.per.as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens + elapsed * per_second >= f64::from(rate.count)
+    }
+}
+
+/// One token bucket per key (a client address, a token id), holding at most `max_keys`
+/// buckets: a flood of distinct keys cannot grow it without bound.
+#[derive(Debug)]
+pub struct KeyedRateLimiter {
+    rate: Rate,
+    max_keys: usize,
+    buckets: Mutex<std::collections::HashMap<String, Bucket>>,
+}
+
+impl KeyedRateLimiter {
+    /// Buckets for `rate`, at most `max_keys` of them.
+    pub fn new(rate: Rate, max_keys: usize) -> KeyedRateLimiter {
+        KeyedRateLimiter {
+            rate,
+            max_keys,
+            buckets: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes one token from `key`'s bucket, or says how long until one is available.
+    ///
+    /// When the table is full, buckets that have refilled are forgotten first; if that
+    /// frees nothing, every bucket is (a flood of new keys resets the others' budgets
+    /// rather than growing memory).
+    pub fn try_acquire(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            return bucket.take(self.rate, now);
+        }
+        if buckets.len() >= self.max_keys {
+            let rate = self.rate;
+            buckets.retain(|_, bucket| !bucket.refilled_by(rate, now));
+            if buckets.len() >= self.max_keys {
+                buckets.clear();
+            }
+        }
+        let mut bucket = Bucket::full(self.rate, now);
+        let taken = bucket.take(self.rate, now);
+        buckets.insert(key.to_owned(), bucket);
+        taken
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_buckets_are_separate_and_bounded_in_number() {
+        let limiter = KeyedRateLimiter::new("2/min".parse().unwrap(), 3);
+        let now = Instant::now();
+        assert!(limiter.try_acquire("a", now).is_ok());
+        assert!(limiter.try_acquire("a", now).is_ok());
+        assert!(limiter.try_acquire("a", now).is_err());
+        assert!(
+            limiter.try_acquire("b", now).is_ok(),
+            "another key has its own budget"
+        );
+        for key in ["c", "d", "e", "f"] {
+            _ = limiter.try_acquire(key, now);
+        }
+        assert!(limiter.buckets.lock().unwrap().len() <= 3);
+        // A minute later every bucket has refilled and is forgotten to make room.
+        let later = now + Duration::from_secs(60);
+        assert!(limiter.try_acquire("a", later).is_ok());
+    }
 
     #[test]
     fn rates_parse_and_print_back() {

@@ -128,11 +128,19 @@ impl store::Host for ConfigHost {
     }
 }
 
-/// Replaces every occurrence of each revealed secret in `output` with a marker.
+/// The shortest secret a node accepts, in bytes. Redaction replaces every occurrence of a
+/// revealed value in the logs, so a short value would be given away by where the markers
+/// fall (a one-character secret turns every such character into a marker); anything that
+/// short is no credential anyway.
+pub const MIN_SECRET_BYTES: usize = 8;
+
+/// Replaces every occurrence of each revealed secret in `output` with a marker. Values
+/// shorter than [`MIN_SECRET_BYTES`] (set before that rule) are left alone, since marking
+/// them would reveal them.
 pub fn redact(output: &mut Vec<u8>, revealed: &[String]) {
     for secret in revealed {
         let needle = secret.as_bytes();
-        if needle.is_empty() || output.len() < needle.len() {
+        if needle.len() < MIN_SECRET_BYTES || output.len() < needle.len() {
             continue;
         }
         let mut redacted = Vec::with_capacity(output.len());

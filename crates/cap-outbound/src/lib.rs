@@ -246,7 +246,12 @@ impl FunctionOutbound {
             }
         }
         let tcp = stream.ok_or(last_error)?;
-        // The request line carries only the path; the Host header names the origin.
+        // The request line carries only the path; the Host header names the origin, and
+        // never the URL's userinfo (`user:password@`), which would leak to the server and
+        // to any proxy in between.
+        if let Some(host) = host_header(request.uri()) {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
         let path = request
             .uri()
             .path_and_query()
@@ -267,6 +272,15 @@ impl FunctionOutbound {
             }
         }
     }
+}
+
+/// The Host header for a request to `uri`: its authority without any userinfo.
+fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    http::HeaderValue::from_str(host).ok()
 }
 
 /// Whether the request named the internal address itself (an IP literal or `localhost`)
@@ -354,6 +368,16 @@ impl WasiHttpHooks for OutboundHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_header_never_carries_userinfo() {
+        let uri: http::Uri = "https://user:secret@api.example.com:8443/x"
+            .parse()
+            .unwrap();
+        assert_eq!(host_header(&uri).unwrap(), "api.example.com:8443");
+        let uri: http::Uri = "http://api.example.com/x".parse().unwrap();
+        assert_eq!(host_header(&uri).unwrap(), "api.example.com");
+    }
     use runway_policy::{Caller, MemoryAudit, Policy, PolicyMode};
 
     fn outbound(policy: &str, resolver: Resolver, sink: Arc<MemoryAudit>) -> Arc<FunctionOutbound> {

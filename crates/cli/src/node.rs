@@ -83,6 +83,17 @@ pub struct ServeArgs {
     /// environment then need an artifact signed by one of them.
     #[arg(long, env = "RUNWAY_TRUSTED_KEYS")]
     pub trusted_keys: Option<PathBuf>,
+    /// Gateway connections open at once; more clients wait in the kernel's backlog (lowered
+    /// at start if the open-file limit cannot hold it).
+    #[arg(long, env = "RUNWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Admin API connections open at once.
+    #[arg(long, env = "RUNWAY_ADMIN_MAX_CONNECTIONS", default_value_t = 256)]
+    pub admin_max_connections: usize,
+    /// How long a connection may go without a complete request head (idle between
+    /// keep-alive requests, or sending its headers slowly) before it is closed.
+    #[arg(long, env = "RUNWAY_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_idle_timeout)]
+    pub idle_timeout: Duration,
     /// Raw invocation records are deleted after this long ("forever" keeps them); bills,
     /// budgets and capacity read the hourly rollups, which are always kept.
     #[arg(long, env = "RUNWAY_RETAIN_INVOCATIONS", default_value = "7d", value_parser = parse_retention)]
@@ -139,6 +150,16 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
     Ok(Some(keep))
 }
 
+/// `--idle-timeout`: a duration of at least one second.
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text)
+        .map_err(|err| format!("{text} is not a duration like 30s: {err}"))?;
+    if timeout < Duration::from_secs(1) {
+        return Err(format!("{text} is too short: allow clients at least 1s"));
+    }
+    Ok(timeout)
+}
+
 /// `--cpu-full-core-at`: a memory size, or `off` (0).
 fn parse_full_core(text: &str) -> Result<u64, String> {
     if text.eq_ignore_ascii_case("off") {
@@ -178,6 +199,14 @@ impl ServeArgs {
         config.trusted_keys = self.trusted_keys.clone();
         config.budget_webhook = self.budget_webhook.clone();
         config.start_over = self.start_over;
+        config.gateway_connections = runway_server::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            idle_timeout: self.idle_timeout,
+        };
+        config.admin_connections = runway_server::ConnectionLimits {
+            max_connections: self.admin_max_connections.max(1),
+            idle_timeout: self.idle_timeout,
+        };
         config.retention = runway_server::retention::Retention {
             invocations: self.retain_invocations,
             logs: self.retain_logs,

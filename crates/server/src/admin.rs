@@ -172,6 +172,29 @@ pub struct CostResponse {
     pub total: Usage,
 }
 
+/// Serves the admin API until `stop` is cancelled. Each request carries its client's
+/// address (`ConnectInfo`), which refusals are rate-limited by.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    limits: crate::listener::ConnectionLimits,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let router = router(shared.clone());
+    let metrics = shared.metrics.clone();
+    crate::listener::serve(listener, "admin", limits, metrics, stop, move |peer| {
+        let router = router.clone();
+        hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            // A Router is always ready; each call gets its own cheap clone.
+            tower_service::Service::call(&mut router.clone(), request.map(axum::body::Body::new))
+        })
+    })
+    .await;
+}
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let guarded = |role: Role, routes: Router<Arc<Shared>>| {
         routes.route_layer(axum::middleware::from_fn_with_state(
@@ -290,6 +313,10 @@ async fn upload_artifact(
             "the component is over this node's limit of {limit} bytes (raise it with `--max-artifact-size`)"
         ),
     };
+    // A declared length over the limit is refused before a byte of the body is read.
+    if http_body::Body::size_hint(&body).lower() > limit {
+        return Err(too_large());
+    }
     let body = http_body_util::Limited::new(body, limit as usize)
         .collect()
         .await
@@ -735,12 +762,16 @@ async fn invoke_function(
         builder = builder.header(key, value);
     }
     let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
-    let http_request = builder.body(body).map_err(|err| {
+    let mut http_request = builder.body(body).map_err(|err| {
         ApiError::bad_request(
             "invalid_request",
             format!("cannot build the request: {err}"),
         )
     })?;
+    crate::headers::strip_caller_headers(
+        http_request.headers_mut(),
+        crate::headers::Credentials::Strip,
+    );
     let (tx, rx) = tokio::sync::oneshot::channel();
     let response = crate::gateway::invoke(&shared, live, http_request, Some(tx)).await;
     let status = response.status().as_u16();

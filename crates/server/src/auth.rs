@@ -152,6 +152,41 @@ pub(crate) async fn require(
         match authenticate(&shared, presented.as_deref(), guard.role, acts_on).await {
             Ok(caller) => caller,
             Err((actor, error)) => {
+                let now = std::time::Instant::now();
+                let client = request
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string());
+                // A client refused again and again with the same credential (or none) is
+                // answered 429 without another audit record until its budget refills; the
+                // same client with a good token, and other clients, are unaffected.
+                if let Err(wait) = shared
+                    .refusals
+                    .per_client
+                    .try_acquire(&format!("{client} {actor}"), now)
+                {
+                    shared
+                        .metrics
+                        .admin_refused
+                        .with_label_values(&["429"])
+                        .inc();
+                    shared.metrics.audit_refusals_sampled.inc();
+                    let mut response = ApiError {
+                        status: http::StatusCode::TOO_MANY_REQUESTS,
+                        code: "too_many_refusals",
+                        message: format!(
+                            "too many refused calls from {client} with this credential; retry \
+                             with a valid token in {} s",
+                            wait.as_secs().max(1)
+                        ),
+                    }
+                    .into_response();
+                    response.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from(wait.as_secs().max(1)),
+                    );
+                    return response;
+                }
                 shared
                     .metrics
                     .admin_refused
@@ -164,18 +199,17 @@ pub(crate) async fn require(
                     path,
                     error.status.as_u16(),
                     "denied",
-                    error.message.clone(),
+                    format!("{} (client {client})", error.message),
                 );
-                // Refusals of callers without a known token are recorded up to a rate, so a
-                // flood of guesses cannot grow the database without bound; the metric above
-                // counts every one, and refusals of known tokens are always recorded.
-                let anonymous = record.actor == "anonymous";
-                if !anonymous
-                    || shared
-                        .anonymous_refusals
-                        .try_acquire(std::time::Instant::now())
-                        .is_ok()
-                {
+                // Refusals are recorded up to a rate per credential (all callers without a
+                // known token share one), so neither a flood of guesses nor a leaked revoked
+                // token can grow the database without bound; the metric above counts them all.
+                let budget = if record.actor == "anonymous" {
+                    shared.refusals.anonymous.try_acquire(now)
+                } else {
+                    shared.refusals.per_token.try_acquire(&record.actor, now)
+                };
+                if budget.is_ok() {
                     audit(&shared, record).await;
                 } else {
                     shared.metrics.audit_refusals_sampled.inc();

@@ -11,8 +11,6 @@ use http::header::{
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use runway_manifest::InvocationAuth;
 use runway_meter::InvocationRecord;
 use runway_runtime::{Outcome, ResponseBody};
@@ -20,49 +18,30 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::headers::{Credentials, strip_caller_headers};
 use crate::invocation;
 use crate::live::{LiveFunction, RouteMatch};
 
 /// Header carrying the invocation's request id back to the caller.
 pub const REQUEST_ID_HEADER: &str = "x-runway-request-id";
 
-/// Accepts connections until `stop` is cancelled, then waits for open connections to finish
+/// Serves the gateway until `stop` is cancelled, then waits for open connections to finish
 /// their requests.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    let graceful = GracefulShutdown::new();
-    let http = hyper::server::conn::http1::Builder::new();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting a gateway connection failed");
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
-        _ = stream.set_nodelay(true);
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: crate::listener::ConnectionLimits,
+    stop: CancellationToken,
+) {
+    let metrics = shared.metrics.clone();
+    crate::listener::serve(listener, "gateway", limits, metrics, stop, move |_peer| {
         let shared = shared.clone();
-        let service = hyper::service::service_fn(move |request| {
+        hyper::service::service_fn(move |request| {
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(handle(&shared, request).await) }
-        });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "gateway connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(crate::DRAIN_TIMEOUT) => {
-            tracing::warn!("gateway connections still open after the drain timeout; closing them");
-        }
-    }
+        })
+    })
+    .await;
 }
 
 async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Response<ResponseBody> {
@@ -74,13 +53,22 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
             format!("the request path is not canonical ({problem}); send it normalised\n"),
         );
     }
-    strip_platform_headers(request.headers_mut());
+    strip_caller_headers(request.headers_mut(), Credentials::Keep);
+    let host = match request.headers().get(HOST).map(HeaderValue::to_str) {
+        Some(Ok(host)) => Some(host),
+        // The caller's mistake, answered before any function runs (wasi:http could not
+        // hand such a host to a guest anyway).
+        Some(Err(_)) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "the Host header is not visible ASCII; send the host name as RFC 9110 \
+                 requires\n"
+                    .into(),
+            );
+        }
+        None => request.uri().host(),
+    };
     let environments = shared.environments.load();
-    let host = request
-        .headers()
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().host());
     let env = match environments.for_host(host, &shared.env_domains) {
         crate::environments::HostMatch::Found(env) => env.clone(),
         crate::environments::HostMatch::Unknown(label) => {
@@ -149,12 +137,54 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than this node's limit of {limit} bytes\n"),
-        );
+        return body_too_large(limit);
     }
-    let request = request.map(|body| {
+    let (parts, body) = request.into_parts();
+    if declared.is_none() && !http_body::Body::is_end_stream(&body) {
+        // A body without a declared length (chunked) is read before the function starts,
+        // within the function's timeout, so one past the limit is refused as the caller's
+        // mistake (413, counted, never billed) instead of failing inside the function.
+        let deadline = function.limits.timeout;
+        let read = tokio::time::timeout(deadline, Limited::new(body, limit as usize).collect());
+        let bytes = match read.await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                return refused(
+                    shared,
+                    &function,
+                    invocation::Refusal::caller(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("request body is larger than this node's limit of {limit} bytes\n"),
+                    ),
+                );
+            }
+            Ok(Err(err)) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {err}\n"),
+                );
+            }
+            Err(_) => {
+                return refused(
+                    shared,
+                    &function,
+                    invocation::Refusal::caller(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        format!(
+                            "the request body did not arrive within the function's timeout of \
+                             {deadline:?}\n"
+                        ),
+                    ),
+                );
+            }
+        };
+        let body =
+            Full::new(bytes).map_err(|never| -> runway_runtime::BodyError { match never {} });
+        return invoke(shared, function, Request::from_parts(parts, body), None).await;
+    }
+    let request = Request::from_parts(parts, body).map(|body| {
         Limited::new(body, limit as usize).map_err(move |err| {
             if err.downcast_ref::<LengthLimitError>().is_some() {
                 runway_runtime::BodyError::HttpRequestBodySize(Some(limit))
@@ -167,6 +197,13 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
         })
     });
     invoke(shared, function, request, None).await
+}
+
+fn body_too_large(limit: u64) -> Response<ResponseBody> {
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than this node's limit of {limit} bytes\n"),
+    )
 }
 
 /// Whether the caller asked for `Prefer: respond-async` (RFC 7240). Honoured only by
@@ -182,25 +219,6 @@ fn prefers_async(headers: &http::HeaderMap) -> bool {
 
 /// Header naming the API key a caller presented (the key itself is removed).
 pub const API_KEY_ID_HEADER: &str = "x-runway-api-key-id";
-
-/// Removes `x-runway-*` headers from a caller's request: only the platform sets them, so a
-/// function can trust them (a schedule tick, a job id, an API key id).
-pub(crate) fn strip_platform_headers(headers: &mut http::HeaderMap) {
-    if !headers
-        .keys()
-        .any(|name| name.as_str().starts_with("x-runway-"))
-    {
-        return;
-    }
-    let names: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-runway-"))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
-    }
-}
 
 /// Why a path is not in the one form routes are matched against, if it is not.
 fn non_canonical(path: &str) -> Option<&'static str> {

@@ -66,6 +66,16 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
+    /// A caller's mistake found before the function ran.
+    pub(crate) fn caller(status: StatusCode, reason: &'static str, message: String) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            message,
+            retry_after: None,
+        }
+    }
+
     fn unauthenticated(message: String) -> Refusal {
         Refusal {
             status: StatusCode::UNAUTHORIZED,

@@ -25,6 +25,7 @@ use crate::admin::{InvokeRequest, blocking};
 use crate::auth::{AuditNote, noted, now_ms};
 use crate::environments::Environment;
 use crate::error::ApiError;
+use crate::headers::{Credentials, is_removed};
 use crate::live::LiveFunction;
 
 /// Marks the run a schedule enqueues for a tick missed while no node ran.
@@ -124,11 +125,10 @@ pub(crate) async fn enqueue(
         JobRequest {
             method,
             path,
-            // Only the platform sets `x-runway-*` headers.
             headers: request
                 .headers
                 .into_iter()
-                .filter(|(name, _)| !name.to_ascii_lowercase().starts_with("x-runway-"))
+                .filter(|(name, _)| !is_removed(name, Credentials::Strip))
                 .collect(),
             body: request.body.unwrap_or_default().into_bytes(),
         },
@@ -202,10 +202,10 @@ pub(crate) async fn enqueue_request(
         .headers
         .iter()
         .filter(|(name, _)| {
-            *name != http::header::AUTHORIZATION
-                && *name != http::header::COOKIE
-                && *name != "prefer"
+            !is_removed(name.as_str(), Credentials::Strip)
+                || *name == crate::gateway::API_KEY_ID_HEADER
         })
+        .filter(|(name, _)| *name != "prefer")
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
         .collect();
     let path = parts

@@ -17,9 +17,11 @@ mod deploy;
 mod environments;
 mod error;
 pub mod gateway;
+mod headers;
 mod invocation;
 mod jobs;
 mod lifespan;
+mod listener;
 mod live;
 mod metrics;
 mod policy_api;
@@ -59,6 +61,7 @@ pub use environments::{
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::{EXPIRY_WARNING, format_ms};
+pub use listener::{ConnectionLimits, fit_to_descriptors, raise_descriptor_limit};
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
 pub use runway_store::{AuditRecord, SecretInfo};
@@ -72,6 +75,19 @@ use metrics::Metrics;
 /// Refusals of callers without a known token written to the audit log, at most.
 const ANONYMOUS_REFUSALS_AUDITED: runway_access::Rate = runway_access::Rate {
     count: 600,
+    per: Duration::from_secs(60),
+};
+
+/// Refusals of one known token written to the audit log, at most.
+const TOKEN_REFUSALS_AUDITED: runway_access::Rate = runway_access::Rate {
+    count: 60,
+    per: Duration::from_secs(60),
+};
+
+/// Refusals one client address gets with one credential (or none) before it is answered
+/// 429 until the budget refills.
+const CLIENT_REFUSALS: runway_access::Rate = runway_access::Rate {
+    count: 120,
     per: Duration::from_secs(60),
 };
 
@@ -118,6 +134,10 @@ pub struct NodeConfig {
     pub trusted_keys: Option<PathBuf>,
     /// Where budget alerts are POSTed as JSON.
     pub budget_webhook: Option<String>,
+    /// Connection cap and idle timeout of the gateway.
+    pub gateway_connections: ConnectionLimits,
+    /// Connection cap and idle timeout of the admin API.
+    pub admin_connections: ConnectionLimits,
     /// How long raw records, logs, finished jobs and audit logs are kept.
     pub retention: retention::Retention,
     /// Start with an empty store when the data folder's store is missing or damaged,
@@ -148,6 +168,14 @@ impl NodeConfig {
             budget_webhook: None,
             start_over: false,
             retention: retention::Retention::default(),
+            gateway_connections: ConnectionLimits {
+                max_connections: 10_000,
+                idle_timeout: Duration::from_secs(30),
+            },
+            admin_connections: ConnectionLimits {
+                max_connections: 256,
+                idle_timeout: Duration::from_secs(30),
+            },
         }
     }
 }
@@ -236,37 +264,91 @@ pub(crate) struct Shared {
     pub(crate) job_ready: tokio::sync::Notify,
     /// Serialises changes to tokens and API keys with the reload of the key table.
     pub(crate) access_lock: std::sync::Mutex<()>,
-    /// How many refusals of callers without a known token are written to the audit log.
-    pub(crate) anonymous_refusals: runway_access::RateLimiter,
+    /// How refused admin calls are limited and audited.
+    pub(crate) refusals: RefusalLimits,
 }
 
-/// Request ids: a random per-node prefix and a counter, shaped like a UUID.
+/// Budgets for refused admin API calls.
+pub(crate) struct RefusalLimits {
+    /// Refusals written to the audit log for callers without a known token, all together.
+    pub(crate) anonymous: runway_access::RateLimiter,
+    /// Refusals written to the audit log per known token.
+    pub(crate) per_token: runway_access::KeyedRateLimiter,
+    /// Refusals answered per client address and credential before the answer is 429.
+    pub(crate) per_client: runway_access::KeyedRateLimiter,
+}
+
+impl RefusalLimits {
+    fn new() -> RefusalLimits {
+        RefusalLimits {
+            anonymous: runway_access::RateLimiter::new(ANONYMOUS_REFUSALS_AUDITED),
+            per_token: runway_access::KeyedRateLimiter::new(TOKEN_REFUSALS_AUDITED, 10_000),
+            per_client: runway_access::KeyedRateLimiter::new(CLIENT_REFUSALS, 10_000),
+        }
+    }
+}
+
+/// Request ids: unique and unguessable, shaped like a random (version 4) UUID.
+///
+/// Each is a counter (unique for the node's life) run through two SipHash keys drawn from
+/// the OS at start: a keyed function no caller can invert or predict, so ids reveal neither
+/// the node's traffic nor the next id. No system call per request.
 pub(crate) struct RequestIds {
-    prefix: u64,
+    high: RandomState,
+    low: RandomState,
     next: AtomicU64,
 }
 
 impl RequestIds {
     fn new() -> RequestIds {
-        let prefix =
-            RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
         RequestIds {
-            prefix,
-            next: AtomicU64::new(1),
+            high: RandomState::new(),
+            low: RandomState::new(),
+            next: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let p = self.prefix;
+        let high = self.high.hash_one(n);
+        // Folding the high half in keeps two ids from sharing a low half by chance alone.
+        let low = self.low.hash_one((n, high));
         format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            (p >> 32) as u32,
-            (p >> 16) as u16,
-            p as u16,
-            (n >> 48) as u16,
-            n & 0xffff_ffff_ffff
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            (high >> 32) as u32,
+            (high >> 16) as u16,
+            high as u16 & 0x0fff,
+            ((low >> 48) as u16 & 0x3fff) | 0x8000,
+            low & 0xffff_ffff_ffff
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_shaped_unique_and_do_not_count_up() {
+        let ids = RequestIds::new();
+        let all: Vec<String> = (0..10_000).map(|_| ids.next()).collect();
+        let unique: std::collections::HashSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+        for id in &all[..10] {
+            assert_eq!(id.len(), 36, "{id}");
+            assert_eq!(&id[14..15], "4", "{id}");
+        }
+        // Consecutive ids share no prefix the way a counter's would.
+        let shared = all
+            .windows(2)
+            .filter(|pair| pair[0][..8] == pair[1][..8])
+            .count();
+        assert!(
+            shared < 5,
+            "{shared} consecutive ids share their first 8 digits"
+        );
+        // Another node (other keys) numbers its requests differently.
+        assert_ne!(RequestIds::new().next(), RequestIds::new().next());
     }
 }
 
@@ -405,6 +487,28 @@ impl Node {
                 tracing::info!(target: "runway::report", function = %record.function, "{}", record.report_line());
             })
         };
+        let descriptors = listener::raise_descriptor_limit();
+        let mut gateway_connections = config.gateway_connections;
+        let mut admin_connections = config.admin_connections;
+        (
+            gateway_connections.max_connections,
+            admin_connections.max_connections,
+        ) = fit_to_descriptors(
+            gateway_connections.max_connections,
+            admin_connections.max_connections,
+            descriptors,
+        );
+        if gateway_connections != config.gateway_connections
+            || admin_connections != config.admin_connections
+        {
+            tracing::warn!(
+                descriptors,
+                gateway = gateway_connections.max_connections,
+                admin = admin_connections.max_connections,
+                "the open-file limit is too low for the configured connection caps; lowered \
+                 them (raise the hard limit with `ulimit -Hn` or LimitNOFILE=)"
+            );
+        }
         let gateway = bind(config.listen, "gateway", "--listen").await?;
         let admin = bind(config.admin_listen, "admin API", "--admin-listen").await?;
         let gateway_addr = gateway.local_addr().expect("bound socket has an address");
@@ -427,11 +531,16 @@ impl Node {
             auth: config.auth,
             job_ready: tokio::sync::Notify::new(),
             access_lock: std::sync::Mutex::new(()),
-            anonymous_refusals: runway_access::RateLimiter::new(ANONYMOUS_REFUSALS_AUDITED),
+            refusals: RefusalLimits::new(),
         });
         let stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
-        servers.spawn(gateway::serve(gateway, shared.clone(), stop.clone()));
+        servers.spawn(gateway::serve(
+            gateway,
+            shared.clone(),
+            gateway_connections,
+            stop.clone(),
+        ));
         servers.spawn(jobs::work(shared.clone(), stop.clone()));
         servers.spawn(jobs::schedule(shared.clone(), stop.clone()));
         servers.spawn(lifespan::watch(shared.clone(), stop.clone()));
@@ -445,16 +554,12 @@ impl Node {
             config.budget_webhook.clone(),
             stop.clone(),
         ));
-        let router = admin::router(shared.clone());
-        let admin_stop = stop.clone();
-        servers.spawn(async move {
-            let served = axum::serve(admin, router)
-                .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::error!(error = %err, "admin API server failed");
-            }
-        });
+        servers.spawn(admin::serve(
+            admin,
+            shared.clone(),
+            admin_connections,
+            stop.clone(),
+        ));
         Ok(Node {
             gateway_addr,
             admin_addr,

@@ -37,6 +37,8 @@ pub(crate) struct Metrics {
     pub(crate) compiles: IntCounterVec,
     pub(crate) integrity_failures: IntCounterVec,
     pub(crate) retention_pruned: IntCounterVec,
+    pub(crate) accept_errors: IntCounterVec,
+    pub(crate) open_connections: IntGaugeVec,
     pub(crate) store_bytes: IntGauge,
     pub(crate) records_written: IntCounter,
     pub(crate) policy_denials: IntCounterVec,
@@ -287,6 +289,24 @@ impl Metrics {
                 "runway_function_memory_size_bytes",
                 "Memory size of the release each function serves",
             ),
+            accept_errors: counter(
+                &r,
+                "runway_accept_errors_total",
+                "Failed accepts per listener (out of descriptors, or the client reset first)",
+                &["listener"],
+            ),
+            open_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "runway_open_connections",
+                        "Connections open per listener (capped by --max-connections)",
+                    ),
+                    &["listener"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
             retention_pruned: counter(
                 &r,
                 "runway_retention_pruned_total",

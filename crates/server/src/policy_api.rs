@@ -139,6 +139,17 @@ pub(crate) async fn set_secret(
             format!("the value of secret `{name}` is empty"),
         ));
     }
+    if value.len() < runway_cap_config::MIN_SECRET_BYTES {
+        return Err(ApiError::bad_request(
+            "secret_too_short",
+            format!(
+                "the value of secret `{name}` is {} bytes; a secret must be at least {} bytes \
+                 (log redaction would reveal a shorter one)",
+                value.len(),
+                runway_cap_config::MIN_SECRET_BYTES
+            ),
+        ));
+    }
     let info = blocking(move || {
         store_secret(
             shared.store.as_ref(),

@@ -75,8 +75,28 @@ pub struct ControlAuditRecord {
     pub detail: String,
 }
 
+/// The longest target a control audit record keeps, in bytes (a request path can be long).
+pub const MAX_AUDIT_TARGET: usize = 256;
+/// The longest detail a control audit record keeps, in bytes.
+pub const MAX_AUDIT_DETAIL: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 impl ControlAuditRecord {
-    /// A record of an action that happened now; the store assigns its id.
+    /// A record of an action that happened now; the store assigns its id. The target and
+    /// detail, which can carry a caller's input, are cut to [`MAX_AUDIT_TARGET`] and
+    /// [`MAX_AUDIT_DETAIL`] bytes.
     pub fn now(
         environment: &str,
         actor: impl Into<String>,
@@ -94,10 +114,10 @@ impl ControlAuditRecord {
             environment: environment.to_owned(),
             actor: actor.into(),
             action: action.into(),
-            target: target.into(),
+            target: bounded(target.into(), MAX_AUDIT_TARGET),
             status,
             outcome: outcome.to_owned(),
-            detail: detail.into(),
+            detail: bounded(detail.into(), MAX_AUDIT_DETAIL),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | `/escalate/config`     | `key=K&print=1`             | `wasi:config` get (optionally printed) |
 //! | `/escalate/config-all` |                             | `wasi:config` get-all (names only)     |
 //! | `/escalate/fetch`      | `url=U`                     | outbound GET, following redirects      |
+//! | `/escalate/headers`    |                             | the names of the request's headers     |
 
 use runway_sdk::{config, json_string, kv, sql};
 use wasi::http::outgoing_handler;
@@ -209,7 +210,18 @@ impl wasi::exports::http::incoming_handler::Guest for Escalate {
         let (path, query) = path_with_query
             .split_once('?')
             .unwrap_or((path_with_query.as_str(), ""));
-        let text = run(path, query);
+        let text = if path == "/escalate/headers" {
+            // What reached the function: the names of the request's headers.
+            let names: Vec<String> = request
+                .headers()
+                .entries()
+                .iter()
+                .map(|(name, _)| json_string(name))
+                .collect();
+            ok_json(&format!("[{}]", names.join(",")))
+        } else {
+            run(path, query)
+        };
         let headers = Fields::new();
         let _ = headers.set("content-type", &[b"application/json".to_vec()]);
         let response = OutgoingResponse::new(headers);

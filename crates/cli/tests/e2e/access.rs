@@ -735,13 +735,19 @@ fn a_flood_of_unauthenticated_calls_is_counted_in_full_but_recorded_only_up_to_a
     let dir = tempdir();
     let node = TestNode::start(dir.path(), &[]);
     let flood = 700;
+    let mut answered = Vec::new();
     for _ in 0..flood {
         let response = node
             .admin_request(Method::GET, "/v1/functions", None)
             .send()
             .unwrap();
-        assert_eq!(response.status(), 401);
+        answered.push(response.status().as_u16());
     }
+    // One client, no credential: refused in full 120 times a minute, then answered 429.
+    // (The budget refills at 2 a second while the flood runs.)
+    assert!(answered[..120].iter().all(|&s| s == 401), "{answered:?}");
+    let throttled = answered.iter().filter(|&&s| s == 429).count();
+    assert!(throttled >= 550, "{throttled} answered 429: {answered:?}");
     let recorded = control_audit(&node)
         .iter()
         .filter(|r| r["actor"] == "anonymous" && r["outcome"] == "denied")
@@ -750,8 +756,12 @@ fn a_flood_of_unauthenticated_calls_is_counted_in_full_but_recorded_only_up_to_a
         .metric("runway_audit_refusals_unrecorded_total")
         .unwrap();
     assert_eq!(
-        node.metric("runway_admin_refused_total{status=\"401\"}"),
-        Some(f64::from(flood))
+        node.metric("runway_admin_refused_total{status=\"401\"}")
+            .unwrap()
+            + node
+                .metric("runway_admin_refused_total{status=\"429\"}")
+                .unwrap(),
+        f64::from(flood)
     );
     assert!(unrecorded > 0.0, "the flood was not limited");
     assert_eq!(
@@ -759,4 +769,66 @@ fn a_flood_of_unauthenticated_calls_is_counted_in_full_but_recorded_only_up_to_a
         f64::from(flood),
         "every refusal is recorded or counted"
     );
+}
+
+#[test]
+fn refusals_of_a_known_token_are_bounded_in_size_and_number_and_throttled_per_client() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let created = node
+        .cli(&["token", "create", "--role", "viewer", "--json"])
+        .json();
+    let (id, secret) = (
+        created["token"]["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    node.cli(&["token", "revoke", &id]).ok();
+    let long = format!("/v1/functions/{}", "x".repeat(60 * 1024));
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        let status = node
+            .admin_request(Method::GET, &long, Some(&secret))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    // 120 a minute, refilled at 2 a second while the calls run.
+    let refused = statuses[&401];
+    assert!((120..=130).contains(&refused), "{statuses:?}");
+    assert_eq!(statuses[&429], 300 - refused, "{statuses:?}");
+
+    let records: Vec<Value> = control_audit(&node)
+        .into_iter()
+        .filter(|r| r["actor"] == id.as_str())
+        .collect();
+    assert_eq!(
+        records.len(),
+        60,
+        "one token's refusals are recorded up to 60 a minute"
+    );
+    for record in &records {
+        let target = record["target"].as_str().unwrap();
+        assert!(
+            target.len() <= 260,
+            "a {} byte target was stored",
+            target.len()
+        );
+        assert!(record["detail"].as_str().unwrap().contains("127.0.0.1"));
+    }
+
+    // The same client with a good token is not throttled, nor is another client.
+    assert_eq!(node.admin_get("/v1/functions").status(), 200);
+    let elsewhere = reqwest::blocking::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let status = elsewhere
+        .get(format!("{}/v1/functions", node.admin))
+        .bearer_auth(&secret)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
 }

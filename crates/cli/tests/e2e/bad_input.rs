@@ -256,3 +256,146 @@ fn admin_api_errors_are_json_with_stable_codes_and_the_cli_exits_non_zero() {
         unreachable.stderr
     );
 }
+
+/// Sends raw bytes to `addr` and returns the status line of the answer.
+fn raw_status_line(addr: &str, request: &[u8]) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(addr.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+#[test]
+fn caller_mistakes_are_answered_as_the_callers_before_or_while_a_function_runs() {
+    let dir = tempdir();
+    let node = TestNode::start(
+        dir.path(),
+        &["--max-request-body", "1MiB", "--max-artifact-size", "1MiB"],
+    );
+    node.deploy_example("echo");
+
+    // A Host that is not visible ASCII: 400, before any function runs.
+    let line = raw_status_line(
+        &node.gateway,
+        b"GET /echo/x HTTP/1.1\r\nhost: caf\xe9.localhost\r\n\r\n",
+    );
+    assert!(line.starts_with("HTTP/1.1 400"), "{line}");
+
+    // A chunked body past the limit: 413 before the function runs, counted as the caller's
+    // refusal and never billed.
+    let status = send_chunked(&node.gateway, "/echo/y", 2 << 20);
+    assert!(
+        status.starts_with("HTTP/1.1 413"),
+        "a chunked body past the limit: {status}"
+    );
+    assert_eq!(
+        node.metric(
+            "runway_gateway_refused_total{environment=\"prod\",function=\"echo\",reason=\"body_too_large\"}"
+        ),
+        Some(1.0)
+    );
+    // Within the limit, a chunked body reaches the function whole.
+    let within = node
+        .request(reqwest::Method::POST, "/echo/z")
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(vec![
+            b'a';
+            4096
+        ])))
+        .send()
+        .unwrap();
+    assert_eq!(within.status(), 200);
+    assert_eq!(within.bytes().unwrap().len(), 4096);
+
+    // An artifact upload declaring more than the limit: 413 from the headers alone.
+    let digest = "0".repeat(64);
+    let line = raw_status_line(
+        &node.admin,
+        format!(
+            "PUT /v1/artifacts/{digest} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {ADMIN_TOKEN}\r\ncontent-length: {}\r\n\r\n",
+            2 << 20
+        )
+        .as_bytes(),
+    );
+    assert!(line.starts_with("HTTP/1.1 413"), "{line}");
+
+    // A secret too short to be redacted safely.
+    let short = runway_with_stdin(&["secret", "set", "PIN"], &node.admin, "1234");
+    assert!(
+        short.failed().contains("at least 8 bytes"),
+        "{}",
+        short.stderr
+    );
+    let listed = node.cli(&["secret", "ls", "--json"]).json();
+    assert_eq!(listed["secrets"], serde_json::json!([]), "{listed}");
+}
+
+#[test]
+fn no_entry_point_lets_a_caller_forge_platform_headers_or_pass_unchecked_credentials() {
+    let dir = tempdir();
+    let node = TestNode::start(dir.path(), &[]);
+    let app = dir.path().join("app");
+    manifest(
+        &app,
+        &function_toml("escalate", "escalate", "/escalate/...", ""),
+    );
+    node.deploy(&app);
+    let received = |body: serde_json::Value| -> Vec<String> {
+        let answer: serde_json::Value = serde_json::from_str(body.as_str().unwrap()).unwrap();
+        answer["detail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The admin API's invoke.
+    let invoked: serde_json::Value = node
+        .admin_request(
+            reqwest::Method::POST,
+            "/v1/functions/escalate/invoke",
+            Some(ADMIN_TOKEN),
+        )
+        .json(&serde_json::json!({
+            "path": "/escalate/headers",
+            "headers": {
+                "x-runway-api-key-id": "k-forged",
+                "authorization": "Bearer forged.jwt.token",
+                "cookie": "session=forged",
+                "x-custom": "kept"
+            }
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let names = received(invoked["body"].clone());
+    assert!(names.contains(&"x-custom".to_owned()), "{names:?}");
+    for forbidden in ["x-runway-api-key-id", "authorization", "cookie"] {
+        assert!(
+            !names.contains(&forbidden.to_owned()),
+            "{forbidden} reached the function: {names:?}"
+        );
+    }
+
+    // The gateway: platform headers are removed, a public route's own credentials pass.
+    let response = node
+        .request(reqwest::Method::GET, "/escalate/headers")
+        .header("x-runway-api-key-id", "k-forged")
+        .header("authorization", "Bearer the-functions-own-scheme")
+        .send()
+        .unwrap();
+    let names = received(serde_json::Value::String(response.text().unwrap()));
+    assert!(
+        !names.contains(&"x-runway-api-key-id".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"authorization".to_owned()), "{names:?}");
+}

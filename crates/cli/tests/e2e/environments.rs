@@ -121,10 +121,10 @@ fn environments_are_isolated_both_ways_and_removal_takes_everything() {
         escalate(&node, Some("dev"), "config?key=PAYMENT_KEY")["set"],
         false
     );
-    set_secret(&node, "dev", "sk_dev");
+    set_secret(&node, "dev", "sk_dev_0123");
     assert_eq!(
         escalate(&node, Some("dev"), "config?key=PAYMENT_KEY")["length"],
-        6
+        11
     );
     assert_eq!(
         escalate(&node, None, "config?key=PAYMENT_KEY")["length"],

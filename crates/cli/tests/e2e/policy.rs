@@ -134,7 +134,7 @@ fn escalation_attempts_are_refused_and_audited_and_granted_use_works() {
     ));
     for (name, value) in [
         ("PAYMENT_KEY", "sk_live_granted"),
-        ("DB_PASSWORD", "hunter2"),
+        ("DB_PASSWORD", "hunter2-hunter2"),
     ] {
         runway_with_stdin(&["secret", "set", name], &node.admin, value).ok();
     }
@@ -654,7 +654,12 @@ fn audit_mode_records_would_be_denials_and_suggests_the_least_policy() {
     let port = http_server(upstream);
     let node = TestNode::start(&dir.path().join("data"), &[]);
     apply_schema(&node, dir.path());
-    runway_with_stdin(&["secret", "set", "PAYMENT_KEY"], &node.admin, "sk_test").ok();
+    runway_with_stdin(
+        &["secret", "set", "PAYMENT_KEY"],
+        &node.admin,
+        "sk_test_0123",
+    )
+    .ok();
     let app = dir.path().join("app");
     node.deploy(&manifest(
         &app,

@@ -1,6 +1,6 @@
 //! Limits under attack and failure: what a SIGKILL under load may lose.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -117,5 +117,57 @@ fn a_sigkill_under_load_loses_at_most_about_100_ms_of_records() {
     assert!(
         lost_ms <= LOSS_BUDGET_MS * 2.5,
         "a SIGKILL lost {lost} records, {lost_ms:.0} ms of traffic at {rate:.0}/s"
+    );
+}
+
+#[test]
+fn idle_and_slow_clients_under_a_low_descriptor_limit_neither_spin_nor_starve_the_node() {
+    let dir = tempdir();
+    let node = TestNode::start_under(
+        &["prlimit", "--nofile=256:256"],
+        &dir.path().join("data"),
+        &["--idle-timeout", "2s"],
+        Some(ADMIN_TOKEN),
+    );
+    node.deploy_example("hello");
+    let gateway = node.gateway.trim_start_matches("http://").to_owned();
+
+    // More idle connections than the node has descriptors.
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .map(|_| std::net::TcpStream::connect(&gateway).unwrap())
+        .collect();
+    // The admin API has connections of its own and keeps answering.
+    assert_eq!(node.admin_get("/v1/health").status(), 200);
+    // The idle ones are closed at the idle timeout, so real requests get through.
+    let started = Instant::now();
+    assert_eq!(node.get("/hello").text().unwrap(), "Hello, World!\n");
+    println!(
+        "a request behind 400 idle connections answered after {:?}",
+        started.elapsed()
+    );
+
+    // A client sending its headers slowly is closed at the same timeout.
+    let mut slow = std::net::TcpStream::connect(&gateway).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(b"GET /hello HTTP/1.1\r\nhost: test\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = slow.read_to_end(&mut answer);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the slow client was not closed by the node: {closed:?}"
+    );
+    drop(idle);
+
+    let output = node.output();
+    let warnings = output.matches("accepting connections is failing").count();
+    assert!(warnings <= 3, "{warnings} accept warnings:\n{output}");
+    assert!(
+        output.contains("lowered them"),
+        "the caps were not fitted to 256 descriptors:\n{output}"
     );
 }

@@ -150,7 +150,25 @@ impl TestNode {
     /// Starts a node whose first start uses `bootstrap` as `RUNWAY_ADMIN_TOKEN` (or, with
     /// `None`, generates and prints one).
     pub fn start_with(data_dir: &Path, extra: &[&str], bootstrap: Option<&str>) -> TestNode {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
+        TestNode::start_under(&[], data_dir, extra, bootstrap)
+    }
+
+    /// Starts a node through `wrapper` (a command that runs the rest of its arguments, such
+    /// as `prlimit --nofile=200`), or directly when it is empty.
+    pub fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        extra: &[&str],
+        bootstrap: Option<&str>,
+    ) -> TestNode {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(env!("CARGO_BIN_EXE_runway"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_runway")),
+        };
         match bootstrap {
             Some(token) => command.env("RUNWAY_ADMIN_TOKEN", token),
             None => command.env_remove("RUNWAY_ADMIN_TOKEN"),
@@ -435,4 +453,35 @@ pub fn http_server(answer: fn(&str, u16) -> (u16, String, String)) -> u16 {
         }
     });
     port
+}
+
+/// POSTs `size` bytes to `path` as a chunked body over a raw connection (the server may
+/// answer and close before it has all of it) and returns the status line of the answer.
+pub fn send_chunked(gateway: &str, path: &str, size: usize) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(gateway.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0;
+    while sent < size {
+        let head = format!("{:x}\r\n", chunk.len());
+        if stream.write_all(head.as_bytes()).is_err()
+            || stream.write_all(&chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+        sent += chunk.len();
+    }
+    _ = stream.write_all(b"0\r\n\r\n");
+    let mut line = String::new();
+    _ = std::io::BufReader::new(stream).read_line(&mut line);
+    line
 }
