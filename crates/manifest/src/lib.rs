@@ -3,9 +3,13 @@
 //! This crate owns the manifest's shape, its human-readable units (`128MiB`, `3s`), its
 //! routes and the whole-document checks (duplicate names, conflicting routes). It turns a
 //! manifest into [`FunctionConfig`] values: the frozen per-function configuration that the
-//! server stores with each release and that the runtime reads. It has no wasmtime, network
-//! or storage dependency, so the CLI and the server validate with exactly the same code.
+//! server stores with each release and that the runtime reads. It also holds the two pure
+//! checks the gateway makes before matching a route: whether a request path is canonical
+//! ([`non_canonical_path`]) and which environment a `Host` names ([`environment_label`]).
+//! It has no wasmtime, network or storage dependency, so the CLI and the server validate
+//! with exactly the same code, and the fuzz targets in `fuzz/` can reach all of it.
 
+mod host;
 mod route;
 mod triggers;
 mod units;
@@ -16,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use route::{Method, Route, RouteConflict, RouteKind};
+pub use host::environment_label;
+pub use route::{Method, Route, RouteConflict, RouteKind, non_canonical_path};
 pub use runway_access::{JwtSettings, Rate};
 pub use runway_policy::{Policy, PolicyMode};
 pub use triggers::{
