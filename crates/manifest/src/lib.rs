@@ -572,6 +572,16 @@ impl Manifest {
 
     /// Parses manifest text; `path` names the file in messages and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_with(path, text, |file| std::fs::read_to_string(file))
+    }
+
+    /// Parses manifest text as [`Manifest::parse`] does, but reads the files it names (a
+    /// function's JWKS) through `read_file` rather than from disk, as the fuzz target does.
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        read_file: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|err| ManifestError::Syntax {
             path: path.to_path_buf(),
             message: err.to_string().trim_end().to_owned(),
@@ -620,7 +630,7 @@ impl Manifest {
                 }
                 let jwt = f.jwt.and_then(|raw| {
                     let file = dir.join(&raw.jwks);
-                    match std::fs::read_to_string(&file) {
+                    match read_file(&file) {
                         Ok(jwks) => Some(JwtSettings {
                             issuer: raw.issuer,
                             audience: raw.audience,
