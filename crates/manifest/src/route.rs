@@ -118,8 +118,10 @@ pub fn non_canonical_path(path: &str) -> Option<&'static str> {
         if *byte != b'%' {
             continue;
         }
+        // Checked digit by digit: `u8::from_str_radix` also accepts a sign, as in `%+1`.
         let decoded = bytes
             .get(i + 1..i + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| std::str::from_utf8(hex).ok())
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match decoded {
@@ -274,6 +276,7 @@ mod tests {
             ("/a%2Fb", "percent-encoded letter"),
             ("/a%2", "two hex digits"),
             ("/a%zz", "two hex digits"),
+            ("/a%+1", "two hex digits"),
         ] {
             let problem = non_canonical_path(bad).unwrap_or_else(|| panic!("{bad} passed"));
             assert!(problem.contains(why), "{bad}: {problem}");
