@@ -439,6 +439,17 @@ impl FunctionConfig {
                 "function `{name}`: owner = {owner:?} must be 1 to 64 printable characters (a team or a person)"
             ));
         }
+        for trigger in &self.http {
+            // Checked here rather than when a route is parsed, so that a release stored before
+            // this check still loads.
+            if let Some(problem) = non_canonical_path(trigger.route.base()) {
+                problems.push(format!(
+                    "function `{name}`: route `{}` can never match: the gateway refuses request \
+                     paths with {problem}",
+                    trigger.route
+                ));
+            }
+        }
         if self.max_concurrency == Some(0) {
             problems.push(format!(
                 "function `{name}`: max_concurrency = 0 would refuse every call; use 1 or more, \
