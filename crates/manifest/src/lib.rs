@@ -3,9 +3,13 @@
 //! This crate owns the manifest's shape, its human-readable units (`128MiB`, `3s`), its
 //! routes and the whole-document checks (duplicate names, conflicting routes). It turns a
 //! manifest into [`FunctionConfig`] values: the frozen per-function configuration that the
-//! server stores with each release and that the runtime reads. It has no wasmtime, network
-//! or storage dependency, so the CLI and the server validate with exactly the same code.
+//! server stores with each release and that the runtime reads. It also holds the two pure
+//! checks the gateway makes before matching a route: whether a request path is canonical
+//! ([`non_canonical_path`]) and which environment a `Host` names ([`environment_label`]).
+//! It has no wasmtime, network or storage dependency, so the CLI and the server validate
+//! with exactly the same code, and the fuzz targets in `fuzz/` can reach all of it.
 
+mod host;
 mod route;
 mod triggers;
 mod units;
@@ -16,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use route::{Method, Route, RouteConflict, RouteKind};
+pub use host::environment_label;
+pub use route::{Method, Route, RouteConflict, RouteKind, non_canonical_path};
 pub use runway_access::{JwtSettings, Rate};
 pub use runway_policy::{Policy, PolicyMode};
 pub use triggers::{
@@ -434,6 +439,17 @@ impl FunctionConfig {
                 "function `{name}`: owner = {owner:?} must be 1 to 64 printable characters (a team or a person)"
             ));
         }
+        for trigger in &self.http {
+            // Checked here rather than when a route is parsed, so that a release stored before
+            // this check still loads.
+            if let Some(problem) = non_canonical_path(trigger.route.base()) {
+                problems.push(format!(
+                    "function `{name}`: route `{}` can never match: the gateway refuses request \
+                     paths with {problem}",
+                    trigger.route
+                ));
+            }
+        }
         if self.max_concurrency == Some(0) {
             problems.push(format!(
                 "function `{name}`: max_concurrency = 0 would refuse every call; use 1 or more, \
@@ -567,6 +583,16 @@ impl Manifest {
 
     /// Parses manifest text; `path` names the file in messages and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse_with(path, text, |file| std::fs::read_to_string(file))
+    }
+
+    /// Parses manifest text as [`Manifest::parse`] does, but reads the files it names (a
+    /// function's JWKS) through `read_file` rather than from disk, as the fuzz target does.
+    pub fn parse_with(
+        path: &Path,
+        text: &str,
+        read_file: impl Fn(&Path) -> std::io::Result<String>,
+    ) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|err| ManifestError::Syntax {
             path: path.to_path_buf(),
             message: err.to_string().trim_end().to_owned(),
@@ -615,7 +641,7 @@ impl Manifest {
                 }
                 let jwt = f.jwt.and_then(|raw| {
                     let file = dir.join(&raw.jwks);
-                    match std::fs::read_to_string(&file) {
+                    match read_file(&file) {
                         Ok(jwks) => Some(JwtSettings {
                             issuer: raw.issuer,
                             audience: raw.audience,

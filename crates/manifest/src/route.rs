@@ -1,4 +1,5 @@
-//! HTTP routes and methods, and when two triggers conflict.
+//! HTTP routes and methods, when two triggers conflict, and the one form of request path
+//! that routes are matched against.
 
 use std::fmt;
 
@@ -94,6 +95,46 @@ impl fmt::Display for Route {
             (RouteKind::Prefix, base) => write!(f, "{base}/..."),
         }
     }
+}
+
+/// Why a request path is not in the one form routes are matched against, if it is not.
+///
+/// A canonical path has no empty segment (`//`), no `.` or `..` segment, and no
+/// percent-encoding that decodes to an unreserved character or `/`; every `%` is followed by
+/// two hex digits. The gateway refuses other paths, so a guest router that normalises
+/// `//admin` or `/%61dmin` to `/admin` never sees a path the gateway read otherwise.
+pub fn non_canonical_path(path: &str) -> Option<&'static str> {
+    let bytes = path.as_bytes();
+    if path.contains("//") {
+        return Some("an empty segment `//`");
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some("a `.` or `..` segment");
+    }
+    for (i, byte) in bytes.iter().enumerate() {
+        if *byte != b'%' {
+            continue;
+        }
+        // Checked digit by digit: `u8::from_str_radix` also accepts a sign, as in `%+1`.
+        let decoded = bytes
+            .get(i + 1..i + 3)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            None => return Some("a `%` not followed by two hex digits"),
+            // RFC 3986: unreserved characters must not be percent-encoded, and an encoded
+            // `/` would hide a segment boundary from the router.
+            Some(c) if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) => {
+                return Some("a percent-encoded letter, digit, `-._~` or `/`");
+            }
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// An HTTP method a trigger accepts.
@@ -209,5 +250,36 @@ mod tests {
     fn displays_as_written() {
         assert_eq!(route("/orders/...").to_string(), "/orders/...");
         assert_eq!(route("/...").to_string(), "/...");
+    }
+
+    #[test]
+    fn canonical_paths_pass() {
+        for good in [
+            "/",
+            "/orders/42",
+            "/a%20b",
+            "/caf%C3%A9",
+            "/a.b/..c/.d",
+            "/x/",
+        ] {
+            assert_eq!(non_canonical_path(good), None, "{good}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_paths_say_why() {
+        for (bad, why) in [
+            ("//admin", "`//`"),
+            ("/a/./b", "`.` or `..`"),
+            ("/a/..", "`.` or `..`"),
+            ("/%61dmin", "percent-encoded letter"),
+            ("/a%2Fb", "percent-encoded letter"),
+            ("/a%2", "two hex digits"),
+            ("/a%zz", "two hex digits"),
+            ("/a%+1", "two hex digits"),
+        ] {
+            let problem = non_canonical_path(bad).unwrap_or_else(|| panic!("{bad} passed"));
+            assert!(problem.contains(why), "{bad}: {problem}");
+        }
     }
 }

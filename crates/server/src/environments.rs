@@ -14,6 +14,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use axum::response::Response;
 use http::StatusCode;
+use runway_manifest::environment_label;
 use runway_meter::PicoUsd;
 use runway_policy::PolicyMode;
 use runway_signing::TrustedKeys;
@@ -246,22 +247,6 @@ impl Environments {
             None => HostMatch::Unknown(label),
         }
     }
-}
-
-/// The environment label of a host name, if it has one.
-fn environment_label<'a>(host: &'a str, domains: &[String]) -> Option<&'a str> {
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    std::iter::once("localhost")
-        .chain(domains.iter().map(String::as_str))
-        .find_map(|domain| {
-            let label = host.get(..host.len().checked_sub(domain.len() + 1)?)?;
-            let rest = &host[label.len()..];
-            (rest.as_bytes()[0] == b'.' && rest[1..].eq_ignore_ascii_case(domain)).then_some(label)
-        })
 }
 
 /// Why `name` cannot name an environment, if it cannot.
@@ -887,26 +872,6 @@ pub(crate) fn unknown_host_answer(label: &str) -> (StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_names_pick_environments() {
-        let domains = vec!["runway.example.com".to_owned()];
-        let label = |host| environment_label(host, &domains);
-        assert_eq!(label("dev.localhost:8080"), Some("dev"));
-        assert_eq!(label("dev.localhost"), Some("dev"));
-        assert_eq!(label("DEV.LOCALHOST."), Some("DEV"));
-        assert_eq!(label("pr-42.runway.example.com"), Some("pr-42"));
-        assert_eq!(label("localhost:8080"), None);
-        assert_eq!(label("127.0.0.1:8080"), None);
-        assert_eq!(label("example.com"), None);
-        assert_eq!(label("xlocalhost"), None);
-        assert_eq!(label("[::1]:8080"), None);
-        assert_eq!(
-            label("a.b.localhost"),
-            Some("a.b"),
-            "no environment has a dot, so 404"
-        );
-    }
 
     #[test]
     fn names_are_dns_labels() {

@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use runway_manifest::InvocationAuth;
+use runway_manifest::non_canonical_path as non_canonical;
 use runway_meter::InvocationRecord;
 use runway_runtime::{Outcome, ResponseBody};
 use tokio::net::TcpListener;
@@ -219,39 +220,6 @@ fn prefers_async(headers: &http::HeaderMap) -> bool {
 
 /// Header naming the API key a caller presented (the key itself is removed).
 pub const API_KEY_ID_HEADER: &str = "x-runway-api-key-id";
-
-/// Why a path is not in the one form routes are matched against, if it is not.
-fn non_canonical(path: &str) -> Option<&'static str> {
-    let bytes = path.as_bytes();
-    if path.contains("//") {
-        return Some("an empty segment `//`");
-    }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Some("a `.` or `..` segment");
-    }
-    for (i, byte) in bytes.iter().enumerate() {
-        if *byte != b'%' {
-            continue;
-        }
-        let decoded = bytes
-            .get(i + 1..i + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match decoded {
-            None => return Some("a `%` not followed by two hex digits"),
-            // RFC 3986: unreserved characters must not be percent-encoded, and an encoded
-            // `/` would hide a segment boundary from the router.
-            Some(c) if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) => {
-                return Some("a percent-encoded letter, digit, `-._~` or `/`");
-            }
-            Some(_) => {}
-        }
-    }
-    None
-}
 
 /// Runs `function` for `request`; the record also goes to `reply` when given (admin invoke).
 pub(crate) async fn invoke<B>(
