@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 /// One function of a deploy request: a configuration and the artifact it runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct DeployFunction {
     /// Digest of an uploaded artifact.
     pub digest: Digest,
@@ -30,13 +31,14 @@ pub struct DeployFunction {
 /// A deploy request: every function listed switches together, or none does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct DeployRequest {
     /// Functions to deploy.
     pub functions: Vec<DeployFunction>,
 }
 
 /// What a deploy did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeployResponse {
     /// One entry per function, in request order.
     pub functions: Vec<DeployResult>,
@@ -473,7 +475,7 @@ pub struct RestoreSummary {
 }
 
 /// What a rollback did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RollbackResponse {
     /// The function.
     pub function: String,

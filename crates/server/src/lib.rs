@@ -15,12 +15,14 @@ mod capabilities;
 mod deploy;
 mod environments;
 mod error;
+mod extract;
 pub mod gateway;
 mod invocation;
 mod jobs;
 mod lifespan;
 mod live;
 mod metrics;
+mod openapi;
 mod policy_api;
 
 use std::hash::{BuildHasher, RandomState};
@@ -57,6 +59,7 @@ pub use environments::{
 pub use error::{ApiError, ErrorBody};
 pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::EXPIRY_WARNING;
+pub use openapi::document as openapi_document;
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
 pub use runway_store::{AuditRecord, SecretInfo};
