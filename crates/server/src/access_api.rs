@@ -64,9 +64,8 @@ impl From<TokenRecord> for TokenInfo {
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct CreateTokenRequest {
     /// Role of the new token.
     pub role: Role,
@@ -319,9 +318,8 @@ impl From<ApiKeyRecord> for ApiKeyInfo {
 }
 
 /// `POST /v1/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct CreateKeyRequest {
     /// The function it may invoke.
     pub function: String,
@@ -558,9 +556,8 @@ pub(crate) async fn control_audit(
 }
 
 /// `POST /v1/functions/{name}/extend`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct ExtendRequest {
     /// The new expiry: a date (through its end, UTC) or an RFC 3339 time.
     pub until: String,
@@ -571,7 +568,7 @@ pub struct ExtendRequest {
     post,
     path = "/v1/functions/{name}/extend",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = ExtendRequest,
     responses(
         (status = 200, description = "The new release.", body = crate::deploy::DeployResponse),

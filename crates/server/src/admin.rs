@@ -117,9 +117,8 @@ pub struct ReleaseInfo {
 }
 
 /// A request sent through `runway invoke`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct InvokeRequest {
     /// HTTP method; default GET, or POST when a body is given.
     #[serde(default)]
@@ -330,7 +329,7 @@ async fn artifact_exists(
     tag = "artifacts",
     params(("digest" = Digest, Path, description = "The component's SHA-256, hex.")),
     request_body(
-        content = Vec<u8>,
+        content = String,
         content_type = "application/octet-stream",
         description = "The component's bytes.",
     ),
@@ -437,9 +436,8 @@ async fn deploy_functions(
 }
 
 /// `POST /v1/functions/{name}/rollback`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct RollbackRequest {
     /// The release to serve; default the newest one older than the current.
     #[serde(default)]
@@ -451,7 +449,7 @@ pub struct RollbackRequest {
     post,
     path = "/v1/functions/{name}/rollback",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = RollbackRequest,
     responses(
         (status = 200, description = "What it serves now.", body = RollbackResponse),
@@ -479,9 +477,8 @@ async fn rollback_function(
 
 /// `POST /v1/functions/{name}/configure`: the serving release again with another memory
 /// size or timeout (what `runway tune --apply` deploys).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct ConfigureRequest {
     /// The new memory size.
     #[serde(default)]
@@ -497,7 +494,7 @@ pub struct ConfigureRequest {
     post,
     path = "/v1/functions/{name}/configure",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = ConfigureRequest,
     responses(
         (status = 200, description = "The new release.", body = DeployResponse),
@@ -558,9 +555,8 @@ async fn configure_function(
 }
 
 /// `POST /v1/functions/{name}/promote?env=TARGET`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct PromoteRequest {
     /// The environment whose serving release is deployed to the target.
     pub from: String,
@@ -590,7 +586,7 @@ pub struct PromoteResponse {
     post,
     path = "/v1/functions/{name}/promote",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = PromoteRequest,
     responses(
         (status = 200, description = "What the promotion did.", body = PromoteResponse),
@@ -791,7 +787,7 @@ async fn list_functions(
     get,
     path = "/v1/functions/{name}",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     responses(
         (status = 200, description = "The function.", body = FunctionInfo),
         (status = 404, description = "`no_such_function`.", body = ErrorBody),
@@ -812,7 +808,7 @@ async fn show_function(
     get,
     path = "/v1/functions/{name}/releases",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     responses(
         (status = 200, description = "Its releases.", body = Vec<ReleaseInfo>),
         (status = 404, description = "`no_such_function`: it has no releases.", body = ErrorBody),
@@ -888,7 +884,7 @@ pub(crate) fn method_and_path(live: &LiveFunction, request: &InvokeRequest) -> (
     post,
     path = "/v1/functions/{name}/invoke",
     tag = "functions",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = InvokeRequest,
     responses(
         (status = 200, description = "The function ran; its own status is in the body.", body = InvokeResponse),
@@ -998,7 +994,7 @@ fn default_log_limit() -> u32 {
     get,
     path = "/v1/functions/{name}/logs",
     tag = "functions",
-    params(("name" = String, Path, description = "The function."), LogsQuery),
+    params(("name" = String, Path, description = "The function.", example = "hello"), LogsQuery),
     responses(
         (status = 200, description = "Lines, oldest first.", body = LogsResponse),
         (status = 404, description = "`no_such_function`.", body = ErrorBody),
@@ -1211,4 +1207,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| ApiError::internal(format!("a store task failed: {err}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_since;
+
+    #[test]
+    fn a_since_longer_than_the_clock_can_count_reaches_back_to_the_start() {
+        let start = parse_since(Some("500000000years"), Duration::ZERO).unwrap();
+        assert!(start < 0, "{start}");
+        let day = parse_since(Some("24h"), Duration::ZERO).unwrap();
+        assert!((crate::auth::now_ms() - day - 86_400_000).abs() < 60_000);
+    }
 }

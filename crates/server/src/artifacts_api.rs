@@ -131,9 +131,8 @@ pub(crate) async fn put_signature(
 }
 
 /// `POST /v1/artifacts/{digest}/revoke`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct RevokeRequest {
     /// Why (kept in the audit log and shown to callers).
     #[serde(default)]

@@ -61,9 +61,8 @@ pub struct BudgetStatus {
 }
 
 /// `PUT /v1/budgets`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct SetBudgetRequest {
     /// `function`, `env` or `owner`.
     pub kind: BudgetKind,

@@ -18,9 +18,8 @@ use crate::live::{LiveFunction, RouteTable};
 use crate::metrics::Metrics;
 
 /// One function of a deploy request: a configuration and the artifact it runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct DeployFunction {
     /// Digest of an uploaded artifact.
     pub digest: Digest,
@@ -29,9 +28,8 @@ pub struct DeployFunction {
 }
 
 /// A deploy request: every function listed switches together, or none does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct DeployRequest {
     /// Functions to deploy.
     pub functions: Vec<DeployFunction>,

@@ -315,9 +315,8 @@ pub(crate) fn stored_rules(record: &EnvironmentRecord) -> Rules {
 }
 
 /// `POST /v1/envs`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[derive(utoipa::ToSchema)]
 pub struct CreateEnvironmentRequest {
     /// Its name (a DNS label).
     pub name: String,

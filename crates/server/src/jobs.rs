@@ -91,7 +91,7 @@ fn new_job(
     post,
     path = "/v1/functions/{name}/enqueue",
     tag = "jobs",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = InvokeRequest,
     responses(
         (status = 202, description = "Stored; it runs from the queue.", body = EnqueueResponse),

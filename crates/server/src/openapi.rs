@@ -159,7 +159,9 @@ fn shared_answers(path: &str, operation: &mut Operation) {
                     "The environment to act on; default the node's home environment.",
                 ))
                 .schema(Some(
-                    utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .examples([runway_store::DEFAULT_ENVIRONMENT]),
                 ))
                 .build(),
         ));

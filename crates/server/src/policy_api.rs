@@ -294,7 +294,7 @@ pub(crate) async fn sql_query(
     get,
     path = "/v1/functions/{name}/policy/suggest",
     tag = "policy",
-    params(("name" = String, Path, description = "The function.")),
+    params(("name" = String, Path, description = "The function.", example = "hello")),
     responses(
         (status = 200, description = "The suggestion.", body = SuggestResponse),
         (status = 404, description = "`no_such_function`.", body = ErrorBody),
