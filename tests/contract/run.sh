@@ -6,8 +6,10 @@
 # be a 5xx, and none may break the document (status code, content type, headers, body).
 # Exits non-zero on any failure, with the node's log.
 #
-#   tests/contract/run.sh                                 # from the repository's root
-#   RUNWAY_CONTRACT_EXAMPLES=100 tests/contract/run.sh    # more cases per operation
+#   tests/contract/run.sh                  # about two minutes once built
+#   RUNWAY_CONTRACT_EXAMPLES=500 RUNWAY_CONTRACT_SEED=7 tests/contract/run.sh
+#   RUNWAY_CONTRACT_ARGS="--report har"    # more schemathesis options (reports land in
+#                                          # the temporary folder unless given a path)
 #
 # CI runs it from .ci/run. Needs python3 with venv; schemathesis and
 # openapi-spec-validator are installed, pinned, into a venv in the cargo target folder.
@@ -22,6 +24,12 @@ EXAMPLES=${RUNWAY_CONTRACT_EXAMPLES:-100}
 SEED=${RUNWAY_CONTRACT_SEED:-20261129}
 
 say() { printf 'contract: %s\n' "$*"; }
+# GET a URL, or POST the second argument to it, with what is sure to be here: python3.
+fetch() {
+  python3 -c 'import sys, urllib.request as u
+body = [a.encode() for a in sys.argv[2:]]
+sys.stdout.buffer.write(u.urlopen(sys.argv[1], *body).read())' "$@"
+}
 
 target=$(cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
@@ -89,12 +97,6 @@ done
 # is dead-lettered (four attempts over about seven seconds), a second environment to
 # promote from, an API key, a budget and a secret.
 "$runway" invoke hello >/dev/null
-# GET a URL, or POST the second argument to it, with what is sure to be here: python3.
-fetch() {
-  python3 -c 'import sys, urllib.request as u
-body = [a.encode() for a in sys.argv[2:]]
-sys.stdout.buffer.write(u.urlopen(sys.argv[1], *body).read())' "$@"
-}
 fetch "http://$gateway/echo/contract" ping >/dev/null
 "$runway" invoke nightly --async >/dev/null
 "$runway" invoke nightly --async --path '/nightly?fail=1' >/dev/null
@@ -125,5 +127,6 @@ say "running schemathesis $SCHEMATHESIS ($EXAMPLES cases per operation and phase
   --suppress-health-check too_slow,filter_too_much \
   --generation-with-security-parameters false \
   --generation-database none \
-  --warnings off ${RUNWAY_CONTRACT_ARGS:-})
+  --warnings off \
+  ${RUNWAY_CONTRACT_ARGS:-})
 say "passed"
