@@ -559,6 +559,7 @@ async fn configure_function(
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The environment whose serving release is deployed to the target.
+    #[schema(example = "staging")]
     pub from: String,
 }
 

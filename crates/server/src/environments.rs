@@ -319,9 +319,11 @@ pub(crate) fn stored_rules(record: &EnvironmentRecord) -> Rules {
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironmentRequest {
     /// Its name (a DNS label).
+    #[schema(example = "dev")]
     pub name: String,
     /// Start with this environment's releases (shared by digest) and SQL schema.
     #[serde(default)]
+    #[schema(example = "prod")]
     pub from: Option<String>,
     /// Remove it with everything in it after this long (`72h`, `30d`).
     #[serde(default)]
