@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// the release is self-contained and a key rotation is a new release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JwtSettings {
     /// Required `iss` claim.
     pub issuer: String,

@@ -21,6 +21,7 @@ pub use rate::{KeyedRateLimiter, Rate, RateLimiter};
 /// What a control-plane token may do; each role includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Read: functions, releases, logs, cost, audit, metrics, jobs.
     Viewer,

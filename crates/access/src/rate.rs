@@ -181,6 +181,21 @@ impl KeyedRateLimiter {
     }
 }
 
+/// A rate travels as the text written (`100/s`).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Rate {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("Requests per second, minute or hour: `COUNT/UNIT`."))
+            .examples(["100/s"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Rate {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,8 @@
 //! with exactly the same code, and the fuzz targets in `fuzz/` can reach all of it.
 
 mod host;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod route;
 mod triggers;
 mod units;
@@ -76,6 +78,7 @@ pub enum ManifestError {
 /// A function's name: lower-case letters, digits and dashes, starting with a letter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, pattern = "^[a-z][a-z0-9-]{0,62}$", example = "hello"))]
 pub struct FunctionName(String);
 
 impl FunctionName {
@@ -126,6 +129,7 @@ impl fmt::Display for FunctionName {
 /// An HTTP trigger: the route a function answers and, optionally, the methods it accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HttpTrigger {
     /// Exact path (`/hello`) or prefix (`/orders/...`).
     pub route: Route,
@@ -140,6 +144,7 @@ pub struct HttpTrigger {
 /// The frozen configuration of one function: what a release records and the runtime reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionConfig {
     /// The function's name, unique per environment.
     pub name: FunctionName,
@@ -191,6 +196,7 @@ pub struct FunctionConfig {
 /// `[function.budget]`: the most a calendar month (UTC) may cost, and what happens then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionBudget {
     /// `"20 USD"`, `"$20"` or `"0.50 USD"`.
     pub monthly: Usd,
@@ -202,6 +208,7 @@ pub struct FunctionBudget {
 /// What happens when a budget is spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BudgetAction {
     /// Alerts only (at 50, 80 and 100 percent).
     #[default]
@@ -333,6 +340,7 @@ impl<'de> Deserialize<'de> for Usd {
 /// with its memory size, a full core at 1,769 MiB, as on AWS Lambda) or `"unthrottled"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Cpu {
     /// A share of one core proportional to the memory size.
     #[default]

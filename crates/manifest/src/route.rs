@@ -140,6 +140,7 @@ pub fn non_canonical_path(path: &str) -> Option<&'static str> {
 /// An HTTP method a trigger accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, pattern = "^(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE)$", example = "GET"))]
 pub struct Method(String);
 
 impl Method {

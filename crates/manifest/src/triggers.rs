@@ -14,6 +14,7 @@ use crate::units::HumanDuration;
 /// Who may call an HTTP route.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum InvocationAuth {
     /// Anyone who reaches the gateway.
     #[default]
@@ -99,6 +100,7 @@ impl From<CronExpr> for String {
 /// An IANA time zone name (`Europe/Paris`), or `UTC`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, example = "Europe/Paris"))]
 pub struct Zone(chrono_tz::Tz);
 
 impl Default for Zone {
@@ -133,6 +135,7 @@ fn is_utc(zone: &Zone) -> bool {
 /// What a schedule does about ticks that passed while no node was running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MissedTicks {
     /// Run once for the latest missed tick, then carry on (like anacron).
     #[default]
@@ -148,6 +151,7 @@ fn is_run_once(missed: &MissedTicks) -> bool {
 /// `schedule = { cron = "0 3 * * *", timezone = "Europe/Paris" }`: a run per tick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleTrigger {
     /// When to run.
     pub cron: CronExpr,
@@ -209,6 +213,7 @@ impl ScheduleTrigger {
 /// invocations, retried with exponential backoff, then dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueTrigger {
     /// Attempts before a job is dead-lettered (1 means no retry).
     #[serde(default = "default_attempts")]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// so `128MB` is ambiguous and the error asks for `128MiB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, example = "128MiB"))]
 pub struct ByteSize(u64);
 
 impl ByteSize {
@@ -108,6 +109,7 @@ impl fmt::Display for ByteSize {
 /// A duration written with a unit: `250ms`, `3s`, `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, example = "3s"))]
 pub struct HumanDuration(u64);
 
 impl HumanDuration {

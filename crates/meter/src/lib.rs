@@ -21,6 +21,7 @@ pub use writer::{MeterHandle, MeterWriter, RecordSink};
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PicoUsd(pub u64);
 
 impl PicoUsd {
@@ -138,6 +139,7 @@ pub struct Charge {
 /// How an invocation ended, as recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum InvocationStatus {
     /// The handler returned.
     Ok,
@@ -189,6 +191,7 @@ impl InvocationStatus {
 /// Which stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LogStream {
     /// Guest stdout.
     Stdout,
@@ -218,6 +221,7 @@ impl LogStream {
 
 /// One metered invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvocationRecord {
     /// Unique id, also sent to the caller as `x-runway-request-id`.
     pub request_id: String,

@@ -430,6 +430,7 @@ impl From<OutboundGrant> for String {
 /// The name of a secret, like an environment variable: `PAYMENT_KEY`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, pattern = "^[A-Za-z_][A-Za-z0-9_]{0,127}$", example = "PAYMENT_KEY"))]
 pub struct SecretName(String);
 
 impl SecretName {
@@ -473,6 +474,44 @@ impl From<SecretName> for String {
     fn from(name: SecretName) -> String {
         name.0
     }
+}
+
+/// Grants travel as the text written in `[function.policy]`; their schemas say so.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::{ObjectBuilder, RefOr, Type, schema::Schema};
+
+    macro_rules! grant_schema {
+        ($ty:ty, $description:literal, $example:literal) => {
+            impl utoipa::PartialSchema for $ty {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some($description))
+                        .examples([$example])
+                        .into()
+                }
+            }
+
+            impl utoipa::ToSchema for $ty {}
+        };
+    }
+
+    grant_schema!(
+        super::SqlGrant,
+        "`operation:table`: select, insert, update or delete on one table.",
+        "select:orders"
+    );
+    grant_schema!(
+        super::KvGrant,
+        "`read:` or `write:` a key-value key, or a prefix ending in `*`.",
+        "read:cache/*"
+    );
+    grant_schema!(
+        super::OutboundGrant,
+        "An origin outbound HTTP may reach: `https://host[:port]`.",
+        "https://api.example.com"
+    );
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub use vetting::{ImportVerdict, VettedImport, VettingReport, vet};
 /// The `[function.policy]` table: everything a function may do beyond answering HTTP.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     /// `operation:table` grants for the environment's SQL database.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -100,6 +101,7 @@ impl Policy {
 /// Whether calls beyond the policy are refused, or let through and recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PolicyMode {
     /// Calls beyond the policy are refused and audited.
     #[default]
@@ -122,6 +124,7 @@ impl PolicyMode {
 /// A host capability a policy can grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Capability {
     /// The environment's SQL database (`runway:platform/sql`).
     Sql,
@@ -164,6 +167,7 @@ impl fmt::Display for Capability {
 
 /// An attempted operation beyond the policy: what a grant would have to cover.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     /// Which capability.
     pub capability: Capability,

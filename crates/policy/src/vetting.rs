@@ -7,6 +7,7 @@ use crate::Policy;
 /// What Runway does with one import of a component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ImportVerdict {
     /// Part of every function's sandbox (HTTP types, clocks, random, I/O, stdout).
     Provided,
@@ -29,6 +30,7 @@ pub enum ImportVerdict {
 
 /// One import and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VettedImport {
     /// The interface as the component names it, for example `wasi:keyvalue/store@0.2.0-draft`.
     pub import: String,
@@ -39,6 +41,7 @@ pub struct VettedImport {
 
 /// The vetting report stored with every release.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VettingReport {
     /// Every import, in the component's order.
     pub imports: Vec<VettedImport>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use http::StatusCode;
 use runway_access::{Rate, Role};
@@ -18,7 +18,8 @@ use crate::admin::{blocking, json_body};
 use crate::auth::{AuditNote, Caller, noted, now_ms};
 use crate::deploy::{DeployFunction, DeployRequest};
 use crate::environments::Environment;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Path, Query};
 use crate::invocation::ApiKeyTable;
 
 /// Default lifetime of a created token.
@@ -27,7 +28,7 @@ const DEFAULT_TOKEN_TTL: &str = "30d";
 const DEFAULT_KEY_TTL: &str = "90d";
 
 /// A token as listed: never its secret or hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// Public id.
     pub id: String,
@@ -63,7 +64,7 @@ impl From<TokenRecord> for TokenInfo {
 }
 
 /// `POST /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Role of the new token.
@@ -80,7 +81,7 @@ pub struct CreateTokenRequest {
 }
 
 /// A created credential: shown once.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     /// The token.
     pub token: TokenInfo,
@@ -111,6 +112,19 @@ fn ttl(text: Option<&str>, default: &str) -> Result<std::time::Duration, ApiErro
         .map_err(|message| ApiError::bad_request("invalid_ttl", message))
 }
 
+/// Creates a control-plane token; its secret is shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "access",
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "The token and its secret.", body = CreatedToken),
+        (status = 400, description = "`invalid_ttl`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a scoped admin asked for another scope.", body = ErrorBody),
+        (status = 404, description = "`no_such_environment`: the scope does not exist.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn create_token(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -180,6 +194,13 @@ fn manages(caller: &Caller, token: &TokenRecord) -> bool {
         .is_none_or(|scope| token.environment.as_ref() == Some(scope))
 }
 
+/// The tokens the caller manages (never their secrets or hashes).
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "access",
+    responses((status = 200, description = "The tokens.", body = Vec<TokenInfo>)),
+)]
 pub(crate) async fn list_tokens(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -194,6 +215,18 @@ pub(crate) async fn list_tokens(
     ))
 }
 
+/// Revokes a control-plane token.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The token's id (`t-…`).")),
+    responses(
+        (status = 200, description = "Revoked.", body = Revoked),
+        (status = 404, description = "`no_such_token`.", body = ErrorBody),
+        (status = 409, description = "`last_admin_token`, `already_revoked`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn revoke_token(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -244,13 +277,15 @@ pub(crate) async fn revoke_token(
     .await?;
     outcome?;
     Ok(noted(
-        Json(serde_json::json!({ "revoked": id })),
+        Json(Revoked {
+            revoked: id.clone(),
+        }),
         AuditNote::new(id, "revoked"),
     ))
 }
 
 /// An API key as listed: never its secret or hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     /// Public id.
     pub id: String,
@@ -283,7 +318,7 @@ impl From<ApiKeyRecord> for ApiKeyInfo {
 }
 
 /// `POST /v1/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// The function it may invoke.
@@ -300,7 +335,7 @@ pub struct CreateKeyRequest {
 }
 
 /// A created API key: shown once.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key.
     pub key: ApiKeyInfo,
@@ -320,6 +355,18 @@ fn reload_keys(shared: &Shared, env: &Environment) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Creates an API key for a function; its secret is shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "access",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "The key and its secret.", body = CreatedKey),
+        (status = 400, description = "`invalid_ttl`, `invalid_rate`.", body = ErrorBody),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn create_key(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -395,6 +442,13 @@ pub(crate) async fn create_key(
     ))
 }
 
+/// The environment's API keys (never their secrets or hashes).
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "access",
+    responses((status = 200, description = "The keys.", body = Vec<ApiKeyInfo>)),
+)]
 pub(crate) async fn list_keys(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -403,6 +457,17 @@ pub(crate) async fn list_keys(
     Ok(Json(keys.into_iter().map(ApiKeyInfo::from).collect()))
 }
 
+/// Revokes an API key.
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses(
+        (status = 200, description = "Revoked.", body = Revoked),
+        (status = 404, description = "`no_such_key`: none unrevoked of that id here.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn revoke_key(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -433,13 +498,15 @@ pub(crate) async fn revoke_key(
         ));
     }
     Ok(noted(
-        Json(serde_json::json!({ "revoked": id })),
+        Json(Revoked {
+            revoked: id.clone(),
+        }),
         AuditNote::new(id, "revoked"),
     ))
 }
 
 /// A page of the control-plane audit log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ControlAuditResponse {
     /// Records, oldest first.
     pub records: Vec<ControlAuditRecord>,
@@ -447,12 +514,31 @@ pub struct ControlAuditResponse {
     pub next_after: i64,
 }
 
-#[derive(Deserialize)]
+/// A page of an audit log.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
+    /// Records after this id (`next_after` of the previous page).
     after: Option<i64>,
+    /// Records at most (default 1,000, at most 10,000).
     limit: Option<u32>,
 }
 
+/// What a revocation did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// The id revoked.
+    pub revoked: String,
+}
+
+/// A page of the control-plane audit log: who did what, to what, when, and how it ended.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/control",
+    tag = "access",
+    params(PageQuery),
+    responses((status = 200, description = "Records, oldest first.", body = ControlAuditResponse)),
+)]
 pub(crate) async fn control_audit(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -470,13 +556,28 @@ pub(crate) async fn control_audit(
 }
 
 /// `POST /v1/functions/{name}/extend`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// The new expiry: a date (through its end, UTC) or an RFC 3339 time.
     pub until: String,
 }
 
+/// Moves a function's expiry, as a new release.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/extend",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    request_body = ExtendRequest,
+    responses(
+        (status = 200, description = "The new release.", body = crate::deploy::DeployResponse),
+        (status = 400, description = "`invalid_until`.", body = ErrorBody),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+        (status = 409, description = "`release_changed`: another deploy changed the function meanwhile.", body = ErrorBody),
+        (status = 422, description = "`until_in_the_past`, `invalid_configuration`, `vetting_failed`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn extend(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,

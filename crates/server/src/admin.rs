@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -20,16 +19,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::Shared;
 use crate::auth::{AuditNote, Caller, Guarded, noted};
-use crate::deploy::{self, DeployRequest, Provenance};
+use crate::deploy::{self, DeployRequest, DeployResponse, Provenance, RollbackResponse};
 use crate::environments::{self, Environment};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Path, Query};
 use crate::live::LiveFunction;
 use crate::policy_api;
 use crate::{access_api, artifacts_api, jobs};
 use runway_access::Role;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A function as `runway ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionInfo {
     /// Name.
     pub name: String,
@@ -81,7 +83,7 @@ pub struct FunctionInfo {
 }
 
 /// A release as `runway releases` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleaseInfo {
     /// Release number.
     pub number: u32,
@@ -115,7 +117,7 @@ pub struct ReleaseInfo {
 }
 
 /// A request sent through `runway invoke`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvokeRequest {
     /// HTTP method; default GET, or POST when a body is given.
@@ -133,7 +135,7 @@ pub struct InvokeRequest {
 }
 
 /// The function's response and its invocation record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvokeResponse {
     /// HTTP status.
     pub status: u16,
@@ -153,7 +155,7 @@ pub struct InvokeResponse {
 pub const INVOKE_BODY_LIMIT: usize = 1 << 20;
 
 /// A page of log lines.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogsResponse {
     /// Lines, oldest first.
     pub entries: Vec<LogEntry>,
@@ -162,7 +164,7 @@ pub struct LogsResponse {
 }
 
 /// Usage per function since a point in time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostResponse {
     /// Start of the period, milliseconds since the Unix epoch.
     pub since_ms: i64,
@@ -195,8 +197,72 @@ pub(crate) async fn serve(
     .await;
 }
 
+/// A group of admin routes with their documentation.
+pub(crate) type ApiRouter = OpenApiRouter<Arc<Shared>>;
+
+/// Every admin route with its documentation: the one table the node serves and the OpenAPI
+/// document is generated from. `guard` puts the role check in front of a group (the document
+/// only needs the role, so `openapi::document` passes the routes through).
+pub(crate) fn api(guard: impl Fn(Role, ApiRouter) -> ApiRouter) -> ApiRouter {
+    let viewer = OpenApiRouter::new()
+        .routes(routes!(list_functions))
+        .routes(routes!(show_function))
+        .routes(routes!(list_releases))
+        .routes(routes!(read_logs))
+        .routes(routes!(policy_api::suggest_policy))
+        .routes(routes!(cost))
+        .routes(routes!(cost_breakdown))
+        .routes(routes!(policy_api::read_audit))
+        .routes(routes!(access_api::control_audit))
+        .routes(routes!(policy_api::list_secrets))
+        .routes(routes!(access_api::list_keys))
+        .routes(routes!(artifacts_api::list_revoked))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::show))
+        .routes(routes!(environments::list))
+        .routes(routes!(crate::budgets::list))
+        .routes(routes!(crate::budgets::capacity))
+        .routes(routes!(metrics));
+    let (schemas, paths, artifact) = routes!(upload_artifact, artifact_exists);
+    // The handler enforces the node's limit itself, with a message that says so.
+    let artifact = (schemas, paths, artifact.layer(DefaultBodyLimit::disable()));
+    let deployer = OpenApiRouter::new()
+        .routes(artifact)
+        .routes(routes!(artifacts_api::put_signature))
+        .routes(routes!(artifacts_api::revoke))
+        .routes(routes!(deploy_functions))
+        .routes(routes!(invoke_function))
+        .routes(routes!(jobs::enqueue))
+        .routes(routes!(access_api::extend))
+        .routes(routes!(rollback_function))
+        .routes(routes!(policy_api::set_secret))
+        .routes(routes!(policy_api::sql_apply))
+        .routes(routes!(policy_api::sql_query))
+        .routes(routes!(access_api::create_key))
+        .routes(routes!(access_api::revoke_key))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(promote_function))
+        .routes(routes!(configure_function))
+        .routes(routes!(environments::create))
+        .routes(routes!(crate::budgets::set))
+        .routes(routes!(crate::budgets::remove))
+        .routes(routes!(environments::remove));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(access_api::list_tokens, access_api::create_token))
+        .routes(routes!(access_api::revoke_token))
+        .routes(routes!(crate::backup::handler));
+    let guarded =
+        |role: Role, routes: ApiRouter| guard(role, crate::openapi::requires(role, routes));
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(crate::openapi::serve))
+        .merge(guarded(Role::Viewer, viewer))
+        .merge(guarded(Role::Deployer, deployer))
+        .merge(guarded(Role::Admin, admin))
+}
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let guarded = |role: Role, routes: Router<Arc<Shared>>| {
+    let (router, _document) = api(|role, routes| {
         routes.route_layer(axum::middleware::from_fn_with_state(
             Guarded {
                 shared: shared.clone(),
@@ -204,88 +270,69 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             },
             crate::auth::require,
         ))
-    };
-    let viewer = Router::new()
-        .route("/v1/functions", get(list_functions))
-        .route("/v1/functions/{name}", get(show_function))
-        .route("/v1/functions/{name}/releases", get(list_releases))
-        .route("/v1/functions/{name}/logs", get(read_logs))
-        .route(
-            "/v1/functions/{name}/policy/suggest",
-            get(policy_api::suggest_policy),
-        )
-        .route("/v1/cost", get(cost))
-        .route("/v1/cost/breakdown", get(cost_breakdown))
-        .route("/v1/audit", get(policy_api::read_audit))
-        .route("/v1/audit/control", get(access_api::control_audit))
-        .route("/v1/secrets", get(policy_api::list_secrets))
-        .route("/v1/keys", get(access_api::list_keys))
-        .route("/v1/artifacts/revoked", get(artifacts_api::list_revoked))
-        .route("/v1/jobs", get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::show))
-        .route("/v1/envs", get(environments::list))
-        .route("/v1/budgets", get(crate::budgets::list))
-        .route("/v1/capacity", get(crate::budgets::capacity))
-        .route("/metrics", get(metrics));
-    let deployer = Router::new()
-        .route(
-            "/v1/artifacts/{digest}",
-            put(upload_artifact)
-                .head(artifact_exists)
-                // The handler enforces the node's limit itself, with a message that says so.
-                .layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/v1/artifacts/{digest}/signature",
-            put(artifacts_api::put_signature),
-        )
-        .route("/v1/artifacts/{digest}/revoke", post(artifacts_api::revoke))
-        .route("/v1/deploy", post(deploy_functions))
-        .route("/v1/functions/{name}/invoke", post(invoke_function))
-        .route("/v1/functions/{name}/enqueue", post(jobs::enqueue))
-        .route("/v1/functions/{name}/extend", post(access_api::extend))
-        .route("/v1/functions/{name}/rollback", post(rollback_function))
-        .route("/v1/secrets/{name}", put(policy_api::set_secret))
-        .route("/v1/sql/apply", post(policy_api::sql_apply))
-        .route("/v1/sql/query", post(policy_api::sql_query))
-        .route("/v1/keys", post(access_api::create_key))
-        .route("/v1/keys/{id}", delete(access_api::revoke_key))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/functions/{name}/promote", post(promote_function))
-        .route("/v1/functions/{name}/configure", post(configure_function))
-        .route("/v1/envs", post(environments::create))
-        .route("/v1/budgets", put(crate::budgets::set))
-        .route("/v1/budgets/{id}", delete(crate::budgets::remove))
-        .route("/v1/envs/{name}", delete(environments::remove));
-    let admin = Router::new()
-        .route(
-            "/v1/tokens",
-            get(access_api::list_tokens).post(access_api::create_token),
-        )
-        .route("/v1/tokens/{id}", delete(access_api::revoke_token))
-        .route("/v1/backup", post(crate::backup::handler));
-    Router::new()
-        .route("/v1/health", get(health))
-        .merge(guarded(Role::Viewer, viewer))
-        .merge(guarded(Role::Deployer, deployer))
-        .merge(guarded(Role::Admin, admin))
-        .fallback(|| async {
-            ApiError::not_found(
-                "no_such_endpoint",
-                "no such admin API endpoint; see docs/API.md".into(),
-            )
-        })
+    })
+    .split_for_parts();
+    router
+        .fallback(no_such_endpoint)
+        // After every route: it applies to the routes registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn no_such_endpoint() -> ApiError {
+    ApiError::not_found(
+        "no_such_endpoint",
+        "no such admin API endpoint; see docs/API.md or GET /v1/openapi.json".into(),
+    )
+}
+
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!(
+            "{} does not take {method}; the Allow header lists the methods it takes",
+            uri.path()
+        ),
+    }
+}
+
+/// The node answers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Whether the node is up (no token needed).
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "node",
+    responses((status = 200, description = "The node is up.", body = Health)),
+)]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 fn parse_digest(text: String) -> Result<Digest, ApiError> {
     Digest::try_from(text).map_err(|message| ApiError::bad_request("invalid_digest", message))
 }
 
+/// Whether an artifact is stored.
+#[utoipa::path(
+    head,
+    path = "/v1/artifacts/{digest}",
+    tag = "artifacts",
+    params(("digest" = Digest, Path, description = "The artifact's SHA-256, hex.")),
+    responses(
+        (status = 200, description = "Stored."),
+        (status = 404, description = "Not stored."),
+        (status = 400, description = "`invalid_digest`: not 64 hex digits.", body = ErrorBody),
+    ),
+)]
 async fn artifact_exists(
     State(shared): State<Arc<Shared>>,
     Path(digest): Path<String>,
@@ -299,11 +346,30 @@ async fn artifact_exists(
     })
 }
 
+/// Uploads a component: checked, compiled and linked before it is stored.
+#[utoipa::path(
+    put,
+    path = "/v1/artifacts/{digest}",
+    tag = "artifacts",
+    params(("digest" = Digest, Path, description = "The component's SHA-256, hex.")),
+    request_body(
+        content = String,
+        content_type = "application/octet-stream",
+        description = "The component's bytes.",
+    ),
+    responses(
+        (status = 201, description = "Stored now.", body = Uploaded),
+        (status = 200, description = "Already stored.", body = Uploaded),
+        (status = 400, description = "`invalid_digest`, `digest_mismatch` (the bytes hash to another digest), `upload_failed`.", body = ErrorBody),
+        (status = 413, description = "`artifact_too_large`: over the node's `--max-artifact-size`.", body = ErrorBody),
+        (status = 422, description = "`invalid_artifact`: not a component this node can run; the message says why.", body = ErrorBody),
+    ),
+)]
 async fn upload_artifact(
     State(shared): State<Arc<Shared>>,
     Path(digest): Path<String>,
     body: axum::body::Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let digest = parse_digest(digest)?;
     let limit = shared.runtime.config().max_artifact_bytes;
     let too_large = || ApiError {
@@ -340,12 +406,31 @@ async fn upload_artifact(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(serde_json::json!({ "digest": digest, "created": created })),
-    ))
+    Ok((status, Json(Uploaded { digest, created })))
 }
 
+/// What an upload did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    /// The artifact.
+    pub digest: Digest,
+    /// Stored now (false: it was already stored).
+    pub created: bool,
+}
+
+/// Deploys functions: every one listed switches together, or none does.
+#[utoipa::path(
+    post,
+    path = "/v1/deploy",
+    tag = "functions",
+    request_body = DeployRequest,
+    responses(
+        (status = 200, description = "The releases now served.", body = DeployResponse),
+        (status = 400, description = "`artifact_missing`: upload the artifact first.", body = ErrorBody),
+        (status = 409, description = "`release_changed`: another deploy changed the function meanwhile.", body = ErrorBody),
+        (status = 422, description = "`invalid_configuration`, `vetting_failed`, `empty_deploy`, `invalid_artifact`.", body = ErrorBody),
+    ),
+)]
 async fn deploy_functions(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -379,7 +464,7 @@ async fn deploy_functions(
 }
 
 /// `POST /v1/functions/{name}/rollback`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// The release to serve; default the newest one older than the current.
@@ -387,6 +472,20 @@ pub struct RollbackRequest {
     pub to: Option<u32>,
 }
 
+/// Serves an earlier release again, switched atomically; no release is created.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/rollback",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    request_body = RollbackRequest,
+    responses(
+        (status = 200, description = "What it serves now.", body = RollbackResponse),
+        (status = 404, description = "`no_such_function`, `no_such_release`.", body = ErrorBody),
+        (status = 409, description = "`already_serving`: that release is the current one.", body = ErrorBody),
+        (status = 422, description = "`no_earlier_release`, `invalid_configuration` (its routes conflict with functions deployed since, or it expired).", body = ErrorBody),
+    ),
+)]
 async fn rollback_function(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -406,7 +505,7 @@ async fn rollback_function(
 
 /// `POST /v1/functions/{name}/configure`: the serving release again with another memory
 /// size or timeout (what `runway tune --apply` deploys).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureRequest {
     /// The new memory size.
@@ -417,6 +516,22 @@ pub struct ConfigureRequest {
     pub timeout: Option<HumanDuration>,
 }
 
+/// Deploys the serving release again with another memory size or timeout (what `runway tune
+/// --apply` does).
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/configure",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    request_body = ConfigureRequest,
+    responses(
+        (status = 200, description = "The new release.", body = DeployResponse),
+        (status = 400, description = "`nothing_to_configure`: give a memory size, a timeout or both.", body = ErrorBody),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+        (status = 409, description = "`release_changed`: another deploy changed the function meanwhile.", body = ErrorBody),
+        (status = 422, description = "`invalid_configuration`, `vetting_failed`.", body = ErrorBody),
+    ),
+)]
 async fn configure_function(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -468,15 +583,16 @@ async fn configure_function(
 }
 
 /// `POST /v1/functions/{name}/promote?env=TARGET`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     /// The environment whose serving release is deployed to the target.
+    #[schema(example = "staging")]
     pub from: String,
 }
 
 /// What a promotion did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PromoteResponse {
     /// The function.
     pub function: String,
@@ -495,6 +611,20 @@ pub struct PromoteResponse {
 
 /// Deploys to the target environment exactly the release the source serves (same digest,
 /// same configuration), under the target's signing and vetting rules.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/promote",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    request_body = PromoteRequest,
+    responses(
+        (status = 200, description = "What the promotion did.", body = PromoteResponse),
+        (status = 403, description = "`forbidden`: the token may not read `from`.", body = ErrorBody),
+        (status = 404, description = "`no_such_environment` (`from`), `no_such_function`.", body = ErrorBody),
+        (status = 409, description = "`release_changed`: another deploy changed the function meanwhile.", body = ErrorBody),
+        (status = 422, description = "`same_environment`, `vetting_failed`, `invalid_configuration`.", body = ErrorBody),
+    ),
+)]
 async fn promote_function(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -580,6 +710,9 @@ pub(crate) fn json_body<T>(
     what: &str,
 ) -> Result<T, ApiError> {
     request.map(|Json(body)| body).map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return crate::extract::body_error(rejection.status(), rejection.body_text());
+        }
         ApiError::unprocessable(
             "invalid_request",
             format!("the {what} request is not valid: {}", rejection.body_text()),
@@ -657,6 +790,13 @@ async fn all_time_usage(shared: &Arc<Shared>, env: &Environment) -> Result<Vec<U
     blocking(move || Ok(store.usage(&name, since)?)).await
 }
 
+/// The functions the environment serves, with their usage.
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    tag = "functions",
+    responses((status = 200, description = "Every function served.", body = Vec<FunctionInfo>)),
+)]
 async fn list_functions(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -671,6 +811,17 @@ async fn list_functions(
     Ok(Json(list))
 }
 
+/// One function, with its usage.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    responses(
+        (status = 200, description = "The function.", body = FunctionInfo),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+    ),
+)]
 async fn show_function(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -681,6 +832,17 @@ async fn show_function(
     Ok(Json(info(&live, usage.iter().find(|u| u.function == name))))
 }
 
+/// A function's releases, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/releases",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    responses(
+        (status = 200, description = "Its releases.", body = Vec<ReleaseInfo>),
+        (status = 404, description = "`no_such_function`: it has no releases.", body = ErrorBody),
+    ),
+)]
 async fn list_releases(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -746,6 +908,23 @@ pub(crate) fn method_and_path(live: &LiveFunction, request: &InvokeRequest) -> (
     (method, path)
 }
 
+/// Invokes a function and answers with its response and invocation record.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invoke",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    request_body = InvokeRequest,
+    responses(
+        (status = 200, description = "The function ran; its own status is in the body.", body = InvokeResponse),
+        (status = 400, description = "`invalid_request`: the method, path or a header is not valid HTTP.", body = ErrorBody),
+        (status = 402, description = "`not_admitted`: its budget stopped it.", body = ErrorBody),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+        (status = 409, description = "`artifact_revoked`: its artifact was revoked.", body = ErrorBody),
+        (status = 410, description = "`function_expired`.", body = ErrorBody),
+        (status = 429, description = "`not_admitted`: at its `max_concurrency`.", body = ErrorBody),
+    ),
+)]
 async fn invoke_function(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -803,15 +982,19 @@ async fn invoke_function(
     drop(body);
     let Ok(record) = rx.await else {
         // Refused before it ran (expired, or over its concurrency limit): nothing to record.
-        let text = String::from_utf8_lossy(&collected).trim_end().to_owned();
+        let message = String::from_utf8_lossy(&collected).trim_end().to_owned();
+        let (status, code) = match status {
+            410 => (StatusCode::GONE, "function_expired"),
+            // The gateway's 503 for a revoked artifact: a state of the function, not a
+            // failure of the node.
+            503 => (StatusCode::CONFLICT, "artifact_revoked"),
+            402 => (StatusCode::PAYMENT_REQUIRED, "not_admitted"),
+            _ => (StatusCode::TOO_MANY_REQUESTS, "not_admitted"),
+        };
         return Err(ApiError {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code: if status == 410 {
-                "function_expired"
-            } else {
-                "not_admitted"
-            },
-            message: text,
+            status,
+            code,
+            message,
         });
     };
     Ok(Json(InvokeResponse {
@@ -824,10 +1007,13 @@ async fn invoke_function(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// Lines after this id (`next_after` of the previous page).
     #[serde(default)]
     after: i64,
+    /// Lines at most (at most 10,000).
     #[serde(default = "default_log_limit")]
     limit: u32,
 }
@@ -836,6 +1022,17 @@ fn default_log_limit() -> u32 {
     1000
 }
 
+/// A page of a function's log lines.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/logs",
+    tag = "functions",
+    params(("name" = String, Path, description = "The function.", example = "hello"), LogsQuery),
+    responses(
+        (status = 200, description = "Lines, oldest first.", body = LogsResponse),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+    ),
+)]
 async fn read_logs(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -856,11 +1053,24 @@ async fn read_logs(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CostQuery {
+    /// The period ending now (`24h`, `7d`); default 24 hours.
     since: Option<String>,
 }
 
+/// Usage and cost per function over a period.
+#[utoipa::path(
+    get,
+    path = "/v1/cost",
+    tag = "cost",
+    params(CostQuery),
+    responses(
+        (status = 200, description = "Usage per function and in total.", body = CostResponse),
+        (status = 400, description = "`invalid_since`.", body = ErrorBody),
+    ),
+)]
 async fn cost(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -891,7 +1101,7 @@ async fn cost(
 }
 
 /// `GET /v1/cost/breakdown`: usage grouped by function, environment, release or owner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostBreakdown {
     /// Start of the period, milliseconds since the Unix epoch.
     pub since_ms: i64,
@@ -903,10 +1113,13 @@ pub struct CostBreakdown {
     pub rows: Vec<CostRow>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BreakdownQuery {
+    /// The grouping.
     by: CostDimension,
+    /// The period ending now (`24h`, `7d`); default 7 days.
     #[serde(default)]
     since: Option<String>,
     /// `all` (every environment the token may see) or `env` (the requested one).
@@ -927,7 +1140,8 @@ pub(crate) fn parse_since(text: Option<&str>, default: Duration) -> Result<i64, 
             )
         })?,
     };
-    Ok(crate::auth::now_ms() - since.as_millis() as i64)
+    let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+    Ok(crate::auth::now_ms().saturating_sub(since_ms))
 }
 
 /// Whether a report covers every environment (`scope=all`, the default, for an unscoped
@@ -943,6 +1157,17 @@ pub(crate) fn every_environment(scope: Option<&str>, caller: &Caller) -> Result<
     }
 }
 
+/// Usage and cost grouped by function, environment, release or owner.
+#[utoipa::path(
+    get,
+    path = "/v1/cost/breakdown",
+    tag = "cost",
+    params(BreakdownQuery),
+    responses(
+        (status = 200, description = "One row per group, most expensive first.", body = CostBreakdown),
+        (status = 400, description = "`invalid_since`, `invalid_scope`.", body = ErrorBody),
+    ),
+)]
 async fn cost_breakdown(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -988,6 +1213,18 @@ async fn cost_breakdown(
     }))
 }
 
+/// Prometheus metrics of the node.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    responses((
+        status = 200,
+        description = "Prometheus text exposition format.",
+        body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+    )),
+)]
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -1007,4 +1244,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| ApiError::internal(format!("a store task failed: {err}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_since;
+
+    #[test]
+    fn a_since_longer_than_the_clock_can_count_reaches_back_to_the_start() {
+        let start = parse_since(Some("500000000years"), Duration::ZERO).unwrap();
+        assert!(start < 0, "{start}");
+        let day = parse_since(Some("24h"), Duration::ZERO).unwrap();
+        assert!((crate::auth::now_ms() - day - 86_400_000).abs() < 60_000);
+    }
 }

@@ -6,9 +6,8 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::response::Response;
-use bytes::Bytes;
 use http::StatusCode;
 use runway_signing::{TrustedKeys, Verdict};
 use runway_store::{ArtifactSignature, Digest, RevokedArtifact};
@@ -17,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::Shared;
 use crate::admin::{blocking, json_body};
 use crate::auth::{AuditNote, Caller, noted, now_ms};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Body, Path};
 
 /// The answer to a signature upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignatureResponse {
     /// The artifact.
     pub digest: String,
@@ -34,12 +34,28 @@ fn parse_digest(text: String) -> Result<Digest, ApiError> {
     Digest::try_from(text).map_err(|message| ApiError::bad_request("invalid_digest", message))
 }
 
-/// `PUT /v1/artifacts/{digest}/signature`: a `runway sign` file for a stored artifact.
+/// Stores a `runway sign` signature for a stored artifact.
+#[utoipa::path(
+    put,
+    path = "/v1/artifacts/{digest}/signature",
+    tag = "artifacts",
+    params(("digest" = Digest, Path, description = "The artifact's SHA-256, hex.")),
+    request_body(
+        content = String,
+        content_type = "text/plain",
+        description = "A `runway sign` file (JSON), as written.",
+    ),
+    responses(
+        (status = 200, description = "Stored.", body = SignatureResponse),
+        (status = 400, description = "`invalid_digest`, `invalid_signature`, `signature_digest_mismatch`.", body = ErrorBody),
+        (status = 404, description = "`artifact_missing`: upload the artifact first.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn put_signature(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<crate::environments::Environment>>,
     Path(digest): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(digest)?;
     let text = std::str::from_utf8(&body).map_err(|_| {
@@ -115,7 +131,7 @@ pub(crate) async fn put_signature(
 }
 
 /// `POST /v1/artifacts/{digest}/revoke`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Why (kept in the audit log and shown to callers).
@@ -124,7 +140,7 @@ pub struct RevokeRequest {
 }
 
 /// What a revocation did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevokeResponse {
     /// The artifact.
     pub digest: String,
@@ -132,6 +148,21 @@ pub struct RevokeResponse {
     pub stopped: Vec<String>,
 }
 
+/// Revokes an artifact: every function serving it, in every environment, stops at once.
+#[utoipa::path(
+    post,
+    path = "/v1/artifacts/{digest}/revoke",
+    tag = "artifacts",
+    params(("digest" = Digest, Path, description = "The artifact's SHA-256, hex.")),
+    request_body = RevokeRequest,
+    responses(
+        (status = 200, description = "What stopped.", body = RevokeResponse),
+        (status = 400, description = "`invalid_digest`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: needs a token for every environment.", body = ErrorBody),
+        (status = 404, description = "`artifact_missing`.", body = ErrorBody),
+        (status = 409, description = "`already_revoked`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn revoke(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -211,6 +242,13 @@ pub(crate) async fn revoke(
     ))
 }
 
+/// Revoked artifacts.
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts/revoked",
+    tag = "artifacts",
+    responses((status = 200, description = "Every revoked artifact.", body = Vec<RevokedArtifact>)),
+)]
 pub(crate) async fn list_revoked(
     State(shared): State<Arc<Shared>>,
 ) -> Result<Json<Vec<RevokedArtifact>>, ApiError> {

@@ -184,6 +184,21 @@ pub(crate) fn write(shared: &Shared, out: &Path) -> Result<BackupManifest, Backu
 
 /// `POST /v1/backup` (unscoped admin): streams a backup of the whole node as a tar file.
 /// POST rather than GET so that every backup, which carries all data, is audited.
+#[utoipa::path(
+    post,
+    path = "/v1/backup",
+    tag = "node",
+    responses(
+        (
+            status = 200,
+            description = "A tar file: BACKUP.json, runway.db, envs/NAME/{sql,kv}.db and \
+                           artifacts/DIGEST.wasm (never the secrets key).",
+            body = Vec<u8>,
+            content_type = "application/x-tar",
+        ),
+        (status = 403, description = "`forbidden`: a token scoped to one environment.", body = crate::error::ErrorBody),
+    ),
+)]
 pub(crate) async fn handler(
     axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
     axum::extract::Extension(caller): axum::extract::Extension<crate::auth::Caller>,

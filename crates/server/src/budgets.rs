@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use http::StatusCode;
@@ -25,7 +25,8 @@ use crate::Shared;
 use crate::admin::{blocking, json_body};
 use crate::auth::{AuditNote, Caller, noted, now_ms};
 use crate::environments::Environment;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Path;
 
 /// Budget enforcement states, kept per function.
 pub(crate) const OPEN: u8 = 0;
@@ -39,7 +40,7 @@ pub const THRESHOLDS: [u32; 3] = [50, 80, 100];
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// A budget with where it stands this month.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BudgetStatus {
     /// The budget.
     pub budget: Budget,
@@ -60,7 +61,7 @@ pub struct BudgetStatus {
 }
 
 /// `PUT /v1/budgets`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBudgetRequest {
     /// `function`, `env` or `owner`.
@@ -357,7 +358,14 @@ async fn alert(
     }))
 }
 
-/// `GET /v1/budgets`: every budget the caller may see, with where it stands.
+/// Every budget the caller may see, with where it stands this month.
+#[utoipa::path(
+    get,
+    path = "/v1/budgets",
+    tag = "cost",
+    operation_id = "list_budgets",
+    responses((status = 200, description = "Budgets with where they stand this month.", body = Vec<BudgetStatus>)),
+)]
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -378,7 +386,20 @@ pub(crate) async fn list(
     ))
 }
 
-/// `PUT /v1/budgets`.
+/// Sets the monthly budget of a function, an environment or an owner.
+#[utoipa::path(
+    put,
+    path = "/v1/budgets",
+    tag = "cost",
+    operation_id = "set_budget",
+    request_body = SetBudgetRequest,
+    responses(
+        (status = 200, description = "The budget as stored.", body = Budget),
+        (status = 400, description = "`missing_scope`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: an owner budget needs a token for every environment.", body = ErrorBody),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn set(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -441,7 +462,19 @@ pub(crate) async fn set(
     ))
 }
 
-/// `DELETE /v1/budgets/{id}`.
+/// Removes a budget.
+#[utoipa::path(
+    delete,
+    path = "/v1/budgets/{id}",
+    tag = "cost",
+    operation_id = "remove_budget",
+    params(("id" = String, Path, description = "`function:ENV/NAME`, `env:ENV` or `owner:NAME`.")),
+    responses(
+        (status = 200, description = "Removed.", body = RemovedBudget),
+        (status = 403, description = "`forbidden`: the budget is outside the token's environment.", body = ErrorBody),
+        (status = 404, description = "`no_such_budget`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn remove(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -476,9 +509,18 @@ pub(crate) async fn remove(
         ));
     }
     Ok(noted(
-        Json(serde_json::json!({ "removed": id })),
+        Json(RemovedBudget {
+            removed: id.clone(),
+        }),
         AuditNote::new(id, "removed"),
     ))
+}
+
+/// What removing a budget did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RemovedBudget {
+    /// The budget's id.
+    pub removed: String,
 }
 
 /// Keeps a function's manifest budget (`[function.budget]`) in the store after a deploy: set
@@ -537,7 +579,7 @@ mod tests {
 }
 
 /// `GET /v1/capacity`: peak use, and what a growth factor would need.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CapacityReport {
     /// Peak use per function and the busiest hour.
     pub observed: runway_store::Capacity,
@@ -581,22 +623,37 @@ fn node_memory_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CapacityQuery {
+    /// The period observed, ending now (`24h`, `7d`); default 7 days.
     #[serde(default)]
     since: Option<String>,
+    /// The growth factor to plan for (above 0, at most 1000); default 1.
     #[serde(default)]
     growth: Option<f64>,
+    /// `all` (every environment the token may see, the default) or `env`.
     #[serde(default)]
     scope: Option<String>,
 }
 
+/// Peak use per function, and the nodes a growth factor would need.
+#[utoipa::path(
+    get,
+    path = "/v1/capacity",
+    tag = "cost",
+    params(CapacityQuery),
+    responses(
+        (status = 200, description = "Peak use, and what the growth factor would need.", body = CapacityReport),
+        (status = 400, description = "`invalid_growth`, `invalid_since`, `invalid_scope`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn capacity(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
     Extension(caller): Extension<Caller>,
-    axum::extract::Query(query): axum::extract::Query<CapacityQuery>,
+    crate::extract::Query(query): crate::extract::Query<CapacityQuery>,
 ) -> Result<Json<CapacityReport>, ApiError> {
     let growth = query.growth.unwrap_or(1.0);
     if !(growth.is_finite() && growth > 0.0 && growth <= 1000.0) {

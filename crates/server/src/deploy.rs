@@ -18,7 +18,7 @@ use crate::live::{LiveFunction, RouteTable};
 use crate::metrics::Metrics;
 
 /// One function of a deploy request: a configuration and the artifact it runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployFunction {
     /// Digest of an uploaded artifact.
@@ -28,7 +28,7 @@ pub struct DeployFunction {
 }
 
 /// A deploy request: every function listed switches together, or none does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// Functions to deploy.
@@ -36,7 +36,7 @@ pub struct DeployRequest {
 }
 
 /// What a deploy did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeployResponse {
     /// One entry per function, in request order.
     pub functions: Vec<DeployResult>,
@@ -578,7 +578,7 @@ pub struct RestoreSummary {
 }
 
 /// What a rollback did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RollbackResponse {
     /// The function.
     pub function: String,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use http::StatusCode;
 use runway_manifest::environment_label;
@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Shared;
 use crate::auth::{AuditNote, Caller, noted, now_ms};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Path;
 use crate::invocation::ApiKeyTable;
 use crate::live::{LiveFunction, RouteTable};
 
@@ -299,13 +300,15 @@ pub(crate) fn stored_rules(record: &EnvironmentRecord) -> Rules {
 }
 
 /// `POST /v1/envs`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironmentRequest {
     /// Its name (a DNS label).
+    #[schema(example = "dev")]
     pub name: String,
     /// Start with this environment's releases (shared by digest) and SQL schema.
     #[serde(default)]
+    #[schema(example = "prod")]
     pub from: Option<String>,
     /// Remove it with everything in it after this long (`72h`, `30d`).
     #[serde(default)]
@@ -332,7 +335,7 @@ pub struct CreateEnvironmentRequest {
 }
 
 /// An environment as `runway env ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvironmentInfo {
     /// Its name.
     pub name: String,
@@ -366,7 +369,7 @@ pub struct EnvironmentInfo {
 }
 
 /// What creating an environment did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedEnvironment {
     /// The new environment.
     pub environment: EnvironmentInfo,
@@ -381,7 +384,7 @@ pub struct CreatedEnvironment {
 }
 
 /// What removing an environment did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemovedEnvironment {
     /// The environment.
     pub name: String,
@@ -438,7 +441,14 @@ async fn usage_since_creation(
     blocking(move || Ok(store.usage(&name, since)?)).await
 }
 
-/// `GET /v1/envs`: environments the caller may act on.
+/// The environments the caller may act on.
+#[utoipa::path(
+    get,
+    path = "/v1/envs",
+    tag = "environments",
+    operation_id = "list_environments",
+    responses((status = 200, description = "The home environment first.", body = Vec<EnvironmentInfo>)),
+)]
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -476,7 +486,22 @@ fn unscoped(caller: &Caller, what: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /v1/envs`.
+/// Creates an environment, empty or from another one.
+#[utoipa::path(
+    post,
+    path = "/v1/envs",
+    tag = "environments",
+    operation_id = "create_environment",
+    request_body = CreateEnvironmentRequest,
+    responses(
+        (status = 201, description = "Created.", body = CreatedEnvironment),
+        (status = 400, description = "`invalid_name`, `invalid_ttl`, `nothing_to_copy`, `invalid_trusted_keys`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: needs a token for every environment.", body = ErrorBody),
+        (status = 404, description = "`no_such_environment`: `from` does not exist.", body = ErrorBody),
+        (status = 409, description = "`environment_exists`.", body = ErrorBody),
+        (status = 422, description = "`vetting_failed`: the new rules refuse what `from` serves.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn create(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -722,7 +747,20 @@ fn reseal_secrets(
     Ok(sealed)
 }
 
-/// `DELETE /v1/envs/{name}`.
+/// Removes an environment with its functions, data, secrets, keys, tokens, jobs and logs.
+#[utoipa::path(
+    delete,
+    path = "/v1/envs/{name}",
+    tag = "environments",
+    operation_id = "remove_environment",
+    params(("name" = String, Path, description = "The environment.")),
+    responses(
+        (status = 200, description = "Removed, with its functions, data, secrets, keys, jobs and logs.", body = RemovedEnvironment),
+        (status = 403, description = "`forbidden`: needs a token for every environment.", body = ErrorBody),
+        (status = 404, description = "`no_such_environment`.", body = ErrorBody),
+        (status = 409, description = "`home_environment`: the node's home environment is never removed.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn remove(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
@@ -24,7 +24,8 @@ use crate::Shared;
 use crate::admin::{InvokeRequest, blocking};
 use crate::auth::{AuditNote, noted, now_ms};
 use crate::environments::Environment;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Path, Query};
 use crate::headers::{Credentials, is_removed};
 use crate::live::LiveFunction;
 
@@ -42,7 +43,7 @@ const LEASE_CHECK: Duration = Duration::from_secs(10);
 const RESULT_BODY_LIMIT: usize = 64 << 10;
 
 /// The answer to an enqueue: the job's id, at once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnqueueResponse {
     /// The job id, for `runway queue show`.
     pub id: String,
@@ -51,7 +52,7 @@ pub struct EnqueueResponse {
 }
 
 /// A page of jobs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobsResponse {
     /// Jobs, newest first.
     pub jobs: Vec<Job>,
@@ -86,7 +87,21 @@ fn new_job(
     }
 }
 
-/// `POST /v1/functions/{name}/enqueue`: stores the job, then answers 202 with its id.
+/// Stores an asynchronous invocation as a job, then answers 202 with its id.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/enqueue",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    request_body = InvokeRequest,
+    responses(
+        (status = 202, description = "Stored; it runs from the queue.", body = EnqueueResponse),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+        (status = 409, description = "`artifact_revoked`: its artifact was revoked.", body = ErrorBody),
+        (status = 410, description = "`function_expired`.", body = ErrorBody),
+        (status = 422, description = "`no_queue_trigger`: the function takes no asynchronous invocations.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn enqueue(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -105,8 +120,10 @@ pub(crate) async fn enqueue(
         ));
     }
     if let Err(refusal) = crate::invocation::check_revoked(&live) {
+        // The gateway answers 503; for the admin API it is a state of the function, not a
+        // failure of the node.
         return Err(ApiError {
-            status: refusal.status,
+            status: StatusCode::CONFLICT,
             code: "artifact_revoked",
             message: refusal.message.trim_end().to_owned(),
         });
@@ -153,10 +170,13 @@ pub(crate) async fn enqueue(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct JobsQuery {
-    /// Comma-separated states; default pending,running,dead.
+    /// Comma-separated states (`pending`, `running`, `succeeded`, `dead`); default
+    /// `pending,running,dead`.
     state: Option<String>,
+    /// Jobs at most (default 100, at most 10,000).
     limit: Option<u32>,
 }
 
@@ -263,7 +283,18 @@ pub(crate) async fn enqueue_request(
     response
 }
 
-/// `GET /v1/jobs`.
+/// The environment's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    operation_id = "list_jobs",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first.", body = JobsResponse),
+        (status = 400, description = "`invalid_state`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -297,7 +328,18 @@ fn no_such_job(id: &str) -> ApiError {
     )
 }
 
-/// `GET /v1/jobs/{id}`.
+/// One job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    operation_id = "show_job",
+    params(("id" = String, Path, description = "The job's id (`j-…`).")),
+    responses(
+        (status = 200, description = "The job.", body = Job),
+        (status = 404, description = "`no_such_job`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn show(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -314,7 +356,19 @@ pub(crate) async fn show(
     job.map(Json).ok_or_else(|| no_such_job(&id))
 }
 
-/// `POST /v1/jobs/{id}/retry`: a dead-lettered job goes back to pending with fresh attempts.
+/// A dead-lettered job goes back to pending, with fresh attempts.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    operation_id = "retry_job",
+    params(("id" = String, Path, description = "The job's id (`j-…`).")),
+    responses(
+        (status = 200, description = "The job, pending again.", body = Job),
+        (status = 404, description = "`no_such_job`.", body = ErrorBody),
+        (status = 409, description = "`not_dead_lettered`: only dead-lettered jobs are retried.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn retry(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,

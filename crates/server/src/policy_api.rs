@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
-use bytes::Bytes;
+use axum::extract::{Extension, State};
 use runway_policy::{Attempt, Capability, Policy, SecretName};
 use runway_store::{AuditRecord, SecretInfo};
 use serde::{Deserialize, Serialize};
@@ -14,10 +13,11 @@ use crate::Shared;
 use crate::admin::blocking;
 use crate::capabilities::store_secret;
 use crate::environments::Environment;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Body, Path, Query};
 
 /// A page of the audit log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditResponse {
     /// Records, oldest first.
     pub records: Vec<AuditRecord>,
@@ -26,7 +26,7 @@ pub struct AuditResponse {
 }
 
 /// The names of an environment's secrets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretsResponse {
     /// The environment.
     pub environment: String,
@@ -35,7 +35,7 @@ pub struct SecretsResponse {
 }
 
 /// A policy suggestion from what a function was observed attempting.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SuggestResponse {
     /// The function.
     pub function: String,
@@ -52,8 +52,17 @@ pub struct SuggestResponse {
     pub never_grantable: Vec<Attempt>,
 }
 
+/// What applying SQL did.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SqlApplied {
+    /// The environment whose database it ran on.
+    pub environment: String,
+    /// Always true: a failure is an error.
+    pub applied: bool,
+}
+
 /// Rows of an operator query.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SqlRowsResponse {
     /// Column names.
     pub columns: Vec<String>,
@@ -61,17 +70,29 @@ pub struct SqlRowsResponse {
     pub rows: Vec<Vec<serde_json::Value>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
+    /// Only this function's records.
     #[serde(default)]
     function: Option<String>,
+    /// Records after this id (`next_after` of the previous page).
     #[serde(default)]
     after: Option<i64>,
+    /// Records at most (default 1,000, at most 10,000).
     #[serde(default)]
     limit: Option<u32>,
 }
 
+/// A page of the capability audit log: refused (or, in audit mode, allowed) calls.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "policy",
+    params(AuditQuery),
+    responses((status = 200, description = "Records, oldest first.", body = AuditResponse)),
+)]
 pub(crate) async fn read_audit(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -92,6 +113,13 @@ pub(crate) async fn read_audit(
     }))
 }
 
+/// The names of the environment's secrets; values are never returned.
+#[utoipa::path(
+    get,
+    path = "/v1/secrets",
+    tag = "policy",
+    responses((status = 200, description = "Names and update times.", body = SecretsResponse)),
+)]
 pub(crate) async fn list_secrets(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
@@ -108,11 +136,23 @@ pub(crate) async fn list_secrets(
 /// Largest secret value accepted.
 const MAX_SECRET_BYTES: usize = 64 << 10;
 
+/// Sets a secret, sealed at rest.
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{name}",
+    tag = "policy",
+    params(("name" = SecretName, Path, description = "The secret's name.")),
+    request_body(content = String, content_type = "text/plain", description = "The value (UTF-8, at most 64 KiB)."),
+    responses(
+        (status = 200, description = "Stored.", body = SecretInfo),
+        (status = 400, description = "`invalid_secret_name`, `secret_empty`, `secret_too_large`, `secret_not_text`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn set_secret(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<SecretInfo>, ApiError> {
     env.check_present()?;
     let environment = env.name.clone();
@@ -168,11 +208,23 @@ pub(crate) async fn set_secret(
     Ok(Json(info))
 }
 
+/// Runs SQL on the environment's database, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/v1/sql/apply",
+    tag = "policy",
+    request_body(content = String, content_type = "text/plain", description = "SQL statements."),
+    responses(
+        (status = 200, description = "Applied.", body = SqlApplied),
+        (status = 400, description = "`sql_not_text`.", body = ErrorBody),
+        (status = 422, description = "`sql_failed`: SQLite's message; nothing was applied.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn sql_apply(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Body(body): Body,
+) -> Result<Json<SqlApplied>, ApiError> {
     env.check_present()?;
     let environment = env.name.clone();
     let sql = String::from_utf8(body.to_vec())
@@ -191,15 +243,28 @@ pub(crate) async fn sql_apply(
         })
     })
     .await?;
-    Ok(Json(
-        serde_json::json!({ "environment": environment, "applied": true }),
-    ))
+    Ok(Json(SqlApplied {
+        environment,
+        applied: true,
+    }))
 }
 
+/// Runs one read-only SQL statement on the environment's database.
+#[utoipa::path(
+    post,
+    path = "/v1/sql/query",
+    tag = "policy",
+    request_body(content = String, content_type = "text/plain", description = "One read-only SQL statement."),
+    responses(
+        (status = 200, description = "The rows.", body = SqlRowsResponse),
+        (status = 400, description = "`sql_not_text`.", body = ErrorBody),
+        (status = 422, description = "`sql_failed`: a write, or SQLite's error.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn sql_query(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<SqlRowsResponse>, ApiError> {
     env.check_present()?;
     let environment = env.name.clone();
@@ -235,6 +300,17 @@ pub(crate) async fn sql_query(
     }))
 }
 
+/// The least policy covering a function's grants and everything it was observed attempting.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/policy/suggest",
+    tag = "policy",
+    params(("name" = String, Path, description = "The function.", example = "hello")),
+    responses(
+        (status = 200, description = "The suggestion.", body = SuggestResponse),
+        (status = 404, description = "`no_such_function`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn suggest_policy(
     State(shared): State<Arc<Shared>>,
     Extension(env): Extension<Arc<Environment>>,

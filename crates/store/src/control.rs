@@ -54,6 +54,7 @@ pub struct ApiKeyRecord {
 
 /// One control-plane action: who, what, on what, when, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ControlAuditRecord {
     /// Increasing id (0 before it is stored).
     pub id: i64,
@@ -125,6 +126,7 @@ impl ControlAuditRecord {
 /// Where a job came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobSource {
     /// `runway invoke --async` or the enqueue endpoint.
     Queue,
@@ -135,6 +137,7 @@ pub enum JobSource {
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     /// Waiting for its next attempt.
     Pending,
@@ -170,6 +173,7 @@ impl JobState {
 
 /// The HTTP request a job delivers to its function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRequest {
     /// Method.
     pub method: String,
@@ -180,11 +184,13 @@ pub struct JobRequest {
     pub headers: Vec<(String, String)>,
     /// Body, base64 in JSON.
     #[serde(default, with = "base64_bytes")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, content_encoding = "base64"))]
     pub body: Vec<u8>,
 }
 
 /// How the last attempt that ran to completion answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
     /// HTTP status.
     pub status: u16,
@@ -196,6 +202,7 @@ pub struct JobResult {
 
 /// A queued or scheduled invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     /// Id (`j-…`).
     pub id: String,
@@ -271,6 +278,7 @@ pub struct ArtifactSignature {
 
 /// An artifact that must never run again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevokedArtifact {
     /// Its digest, 64 hex digits.
     pub digest: String,
@@ -320,6 +328,7 @@ pub struct EnvironmentRecord {
 /// What a budget covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BudgetKind {
     /// One function of one environment.
     Function,
@@ -334,6 +343,7 @@ pub use runway_manifest::BudgetAction;
 
 /// A monthly budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Budget {
     /// `function:ENV/NAME`, `env:ENV` or `owner:NAME`.
     pub id: String,

@@ -112,6 +112,7 @@ pub enum StoreError {
 /// A SHA-256 digest of an artifact, as 64 lower-case hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, pattern = "^(sha256:)?[0-9a-f]{64}$", example = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"))]
 pub struct Digest(String);
 
 impl Digest {
@@ -167,6 +168,7 @@ impl fmt::Display for Digest {
 
 /// An immutable release: one artifact with one configuration, numbered per function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Release {
     /// Environment it belongs to.
     pub environment: String,
@@ -206,6 +208,7 @@ pub struct NewRelease {
 
 /// One audited attempt beyond a function's policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditRecord {
     /// Increasing id (0 before it is stored).
     pub id: i64,
@@ -229,6 +232,7 @@ pub struct AuditRecord {
 
 /// A secret's name and when it was last set; its value never leaves the store encrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretInfo {
     /// The name.
     pub name: String,
@@ -247,6 +251,7 @@ pub struct StoredSecret {
 
 /// What a deploy did for one function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeployResult {
     /// The release the function now serves.
     pub release: Release,
@@ -256,6 +261,7 @@ pub struct DeployResult {
 
 /// Invocation totals for one function over a period.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     /// The function.
     pub function: String,
@@ -274,6 +280,7 @@ pub struct Usage {
 /// What `runway cost --by` groups usage by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CostDimension {
     /// Per environment and function.
     Function,
@@ -288,6 +295,7 @@ pub enum CostDimension {
 
 /// Usage of one group over a period; the fields that are not part of the group are `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CostRow {
     /// The environment.
     pub environment: Option<String>,
@@ -313,6 +321,7 @@ pub struct CostRow {
 
 /// One function's peak use over a period (`runway capacity`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionPeak {
     /// The environment.
     pub environment: String,
@@ -334,6 +343,7 @@ pub struct FunctionPeak {
 
 /// The hour in which the functions together held the most memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BusiestHour {
     /// The hour's start, milliseconds since the Unix epoch.
     pub hour_ms: i64,
@@ -347,6 +357,7 @@ pub struct BusiestHour {
 
 /// Peak use since a point in time, from the hourly rollups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capacity {
     /// Start of the period (rounded down to the hour).
     pub since_ms: i64,
@@ -361,6 +372,7 @@ pub struct Capacity {
 
 /// One line of a function's logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntry {
     /// Increasing id, for `--follow`.
     pub id: i64,
