@@ -291,11 +291,13 @@ impl RefusalLimits {
     }
 }
 
-/// Request ids: unique and unguessable, shaped like a random (version 4) UUID.
+/// Request ids: unique and unguessable, shaped like a time-ordered (version 7) UUID.
 ///
-/// Each is a counter (unique for the node's life) run through two SipHash keys drawn from
-/// the OS at start: a keyed function no caller can invert or predict, so ids reveal neither
-/// the node's traffic nor the next id. No system call per request.
+/// The first 48 bits are the time in milliseconds, so ids sort by time and the store's
+/// index on them grows at its end (random ids cost every insert a random page: a fifth of
+/// the throughput in the benchmark). The other 74 bits come from a counter, unique for the
+/// node's life, run through two SipHash keys drawn from the OS at start: no caller can
+/// predict them or read the node's traffic from them. No system call per request.
 pub(crate) struct RequestIds {
     high: RandomState,
     low: RandomState,
@@ -313,16 +315,17 @@ impl RequestIds {
 
     pub(crate) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let high = self.high.hash_one(n);
-        // Folding the high half in keeps two ids from sharing a low half by chance alone.
-        let low = self.low.hash_one((n, high));
+        let ms = crate::auth::now_ms() as u64;
+        let a = self.high.hash_one(n);
+        // Folding `a` in keeps two ids from sharing their last bits by chance alone.
+        let b = self.low.hash_one((n, a));
         format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            (high >> 32) as u32,
-            (high >> 16) as u16,
-            high as u16 & 0x0fff,
-            ((low >> 48) as u16 & 0x3fff) | 0x8000,
-            low & 0xffff_ffff_ffff
+            "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+            (ms >> 16) as u32,
+            ms as u16,
+            a as u16 & 0x0fff,
+            ((b >> 48) as u16 & 0x3fff) | 0x8000,
+            b & 0xffff_ffff_ffff
         )
     }
 }
@@ -332,24 +335,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_ids_are_uuid_shaped_unique_and_do_not_count_up() {
+    fn request_ids_are_uuid_shaped_unique_time_ordered_and_do_not_count_up() {
         let ids = RequestIds::new();
         let all: Vec<String> = (0..10_000).map(|_| ids.next()).collect();
         let unique: std::collections::HashSet<&String> = all.iter().collect();
         assert_eq!(unique.len(), all.len());
         for id in &all[..10] {
             assert_eq!(id.len(), 36, "{id}");
-            assert_eq!(&id[14..15], "4", "{id}");
+            assert_eq!(&id[14..15], "7", "{id}");
         }
-        // Consecutive ids share no prefix the way a counter's would.
+        // Ordered by time: the first 13 digits (milliseconds) never go back.
+        assert!(all.windows(2).all(|pair| pair[0][..13] <= pair[1][..13]));
+        // The rest does not count up: consecutive ids share no tail the way a counter's would.
         let shared = all
             .windows(2)
-            .filter(|pair| pair[0][..8] == pair[1][..8])
+            .filter(|pair| pair[0][24..30] == pair[1][24..30])
             .count();
-        assert!(
-            shared < 5,
-            "{shared} consecutive ids share their first 8 digits"
-        );
+        assert!(shared < 5, "{shared} consecutive ids share digits 24 to 30");
         // Another node (other keys) numbers its requests differently.
         assert_ne!(RequestIds::new().next(), RequestIds::new().next());
     }

@@ -5,16 +5,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn escalate_toml() -> String {
-    format!(
-        "[[function]]\nname = \"escalate\"\ncomponent = \"{}\"\nmemory = \"64MiB\"\ntimeout = \"5s\"\n\n\
-         [[function.trigger]]\nhttp = {{ route = \"/escalate/...\" }}\n\n\
-         [function.policy]\nsql = [\"select:orders\"]\nkv = [\"read:cache/*\", \"write:cache/*\"]\n\
-         secrets = [\"PAYMENT_KEY\"]\n",
-        wasm("escalate").display()
-    )
-}
-
 /// A gateway request to environment `env` by host name (`None`: the plain host).
 fn call(node: &TestNode, env: Option<&str>, path: &str) -> (u16, String) {
     let port = node.gateway.rsplit(':').next().unwrap();

@@ -8,16 +8,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn escalate_toml() -> String {
-    format!(
-        "[[function]]\nname = \"escalate\"\ncomponent = \"{}\"\nmemory = \"64MiB\"\ntimeout = \"5s\"\n\n\
-         [[function.trigger]]\nhttp = {{ route = \"/escalate/...\" }}\n\n\
-         [function.policy]\nsql = [\"select:orders\"]\nkv = [\"read:cache/*\", \"write:cache/*\"]\n\
-         secrets = [\"PAYMENT_KEY\"]\n",
-        wasm("escalate").display()
-    )
-}
-
 /// What the escalate function's `action` returned (it must have been allowed).
 fn escalate(node: &TestNode, action: &str) -> Value {
     let response = node.get(&format!("/escalate/{action}"));

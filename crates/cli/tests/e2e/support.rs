@@ -64,6 +64,18 @@ pub fn function_toml(name: &str, component: &str, route: &str, extra: &str) -> S
     )
 }
 
+/// The escalate example with SQL (select:orders), key-value (cache/*) and the PAYMENT_KEY
+/// secret granted, routed at /escalate/....
+pub fn escalate_toml() -> String {
+    format!(
+        "[[function]]\nname = \"escalate\"\ncomponent = \"{}\"\nmemory = \"64MiB\"\ntimeout = \"5s\"\n\n\
+         [[function.trigger]]\nhttp = {{ route = \"/escalate/...\" }}\n\n\
+         [function.policy]\nsql = [\"select:orders\"]\nkv = [\"read:cache/*\", \"write:cache/*\"]\n\
+         secrets = [\"PAYMENT_KEY\"]\n",
+        wasm("escalate").display()
+    )
+}
+
 /// What a CLI command printed and how it exited.
 pub struct Cli {
     pub status: ExitStatus,
