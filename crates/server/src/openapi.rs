@@ -184,6 +184,11 @@ fn shared_answers(path: &str, operation: &mut Operation) {
             403,
             "`forbidden`: the token's role or environment scope does not allow this.",
         );
+        add(
+            429,
+            "`too_many_refusals`: this client was refused 120 times a minute with the same \
+             credential (or none); retry after `Retry-After` seconds with a valid token.",
+        );
         if !path.starts_with("/v1/envs") {
             add(404, "`no_such_environment`: no environment named by `env`.");
         }
@@ -331,7 +336,7 @@ mod tests {
                     "{method} {path}: only health and this document need no token"
                 );
                 if !public {
-                    for status in ["401", "403"] {
+                    for status in ["401", "403", "429"] {
                         assert!(responses.contains_key(status), "{method} {path}: {status}");
                     }
                 }
