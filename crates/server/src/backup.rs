@@ -318,7 +318,7 @@ pub fn restore(
                 path: data_dir.to_path_buf(),
             });
         }
-        runway_store::start_over(data_dir)?
+        runway_store::start_over(data_dir, true)?
     } else {
         None
     };

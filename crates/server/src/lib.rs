@@ -364,7 +364,7 @@ fn open_store(config: &NodeConfig) -> Result<(SqliteStore, Option<PathBuf>), Nod
     match SqliteStore::open(&config.data_dir) {
         Ok(store) => Ok((store, None)),
         Err(StoreError::MissingStore { .. } | StoreError::Damaged { .. }) if config.start_over => {
-            let aside = runway_store::start_over(&config.data_dir)?;
+            let aside = runway_store::start_over(&config.data_dir, false)?;
             Ok((SqliteStore::open(&config.data_dir)?, aside))
         }
         Err(err) => Err(err.into()),

@@ -71,13 +71,17 @@ pub(crate) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Moves everything a data folder holds into a new `lost+found-<ms>` folder inside it, so a
-/// deliberate fresh start deletes nothing. Returns that folder, or `None` if there was
-/// nothing to move.
-pub fn start_over(data_dir: &Path) -> Result<Option<PathBuf>, StoreError> {
-    let mut names: Vec<String> = ["artifacts", "cache", "envs", "secrets.key"]
+/// deliberate fresh start deletes nothing; the secrets key stays in place when
+/// `keep_secrets_key` (a restore brings sealed secrets back, but never their key). Returns
+/// that folder, or `None` if there was nothing to move.
+pub fn start_over(data_dir: &Path, keep_secrets_key: bool) -> Result<Option<PathBuf>, StoreError> {
+    let mut names: Vec<String> = ["artifacts", "cache", "envs"]
         .into_iter()
         .map(str::to_owned)
         .collect();
+    if !keep_secrets_key {
+        names.push("secrets.key".to_owned());
+    }
     for suffix in ["", "-wal", "-shm"] {
         names.push(format!("{DATABASE_FILE}{suffix}"));
     }

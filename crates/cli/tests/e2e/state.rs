@@ -361,6 +361,25 @@ fn a_backup_restores_the_same_functions_data_secrets_and_bill() {
     let envs = copy.cli(&["env", "ls", "--json"]).json();
     assert_eq!(envs.as_array().unwrap().len(), 2, "{envs}");
     assert_eq!(copy.get("/hello").text().unwrap(), "Hello, World!\n");
+
+    // Back into the original folder over its newer state: --replace moves that aside and
+    // keeps the secrets key, which no backup holds.
+    node.terminate();
+    runway(
+        &[
+            "restore",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--replace",
+        ],
+        "",
+    )
+    .ok();
+    assert!(key.exists(), "the secrets key stays in place");
+    let back = TestNode::start(&data, &[]);
+    assert_eq!(back.cli(&["ls", "--json"]).json(), before_ls);
+    assert_eq!(escalate(&back, "config?key=PAYMENT_KEY")["length"], 18);
 }
 
 #[test]
