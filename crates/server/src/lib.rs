@@ -235,8 +235,11 @@ impl NodeError {
     pub fn is_refused_state(&self) -> bool {
         matches!(
             self,
-            NodeError::Store(StoreError::MissingStore { .. } | StoreError::Damaged { .. })
-                | NodeError::SecretKeyMissing { .. }
+            NodeError::Store(
+                StoreError::MissingStore { .. }
+                    | StoreError::Damaged { .. }
+                    | StoreError::LostLog { .. }
+            ) | NodeError::SecretKeyMissing { .. }
         )
     }
 }
@@ -357,13 +360,17 @@ mod tests {
     }
 }
 
-/// Opens the store; with `--start-over`, a missing or damaged one is moved aside (into
+/// Opens the store; with `--start-over`, a missing, damaged or crash-truncated one is moved aside (into
 /// `lost+found-*` in the data folder) and an empty store starts in its place. A healthy
 /// store is never touched by the flag.
 fn open_store(config: &NodeConfig) -> Result<(SqliteStore, Option<PathBuf>), NodeError> {
     match SqliteStore::open(&config.data_dir) {
         Ok(store) => Ok((store, None)),
-        Err(StoreError::MissingStore { .. } | StoreError::Damaged { .. }) if config.start_over => {
+        Err(
+            StoreError::MissingStore { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::LostLog { .. },
+        ) if config.start_over => {
             let aside = runway_store::start_over(&config.data_dir, false)?;
             Ok((SqliteStore::open(&config.data_dir)?, aside))
         }

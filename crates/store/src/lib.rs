@@ -70,6 +70,20 @@ pub enum StoreError {
         /// What it still holds.
         found: String,
     },
+    /// The last run crashed and the write-ahead log holding its latest changes is gone.
+    #[error(
+        "the node on {} did not stop cleanly and its write-ahead log {} is gone: the changes \
+         it held since the last checkpoint are lost. Put the file back, or restore a backup \
+         (`runway restore BACKUP --replace`); to serve what {} holds anyway, delete {}",
+        data_dir.display(),
+        data_dir.join(format!("{}-wal", sqlite_integrity::DATABASE_FILE)).display(),
+        data_dir.join(sqlite_integrity::DATABASE_FILE).display(),
+        data_dir.join(sqlite_integrity::RUNNING_MARKER).display()
+    )]
+    LostLog {
+        /// The data folder.
+        data_dir: std::path::PathBuf,
+    },
     /// The database file fails SQLite's integrity check.
     #[error(
         "the store {} is damaged ({detail}): refusing to start on it. Restore a backup with \

@@ -150,6 +150,7 @@ impl SqliteStore {
                 found,
             });
         }
+        integrity::check_unclean_stop(data_dir, &path)?;
         let mut conn = open(&path).map_err(|err| damaged(&path, err))?;
         integrity::check(&conn, &path)?;
         let version = migrate(&mut conn)?;
@@ -162,11 +163,17 @@ impl SqliteStore {
                 found,
             });
         }
+        // Only a store that is accepted is marked open: a refused one is closed at once.
+        integrity::mark_running(data_dir)?;
         Ok(SqliteStore {
             path,
             artifacts,
             conn: Mutex::new(conn),
         })
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -191,6 +198,15 @@ fn damaged(path: &Path, err: StoreError) -> StoreError {
 }
 
 /// Applies pending migrations; returns the schema version found before them.
+/// A store closed without a crash (a failed start, a tool that opened it) leaves no
+/// "running" marker: SQLite checkpoints the write-ahead log into the file as the last
+/// connection closes, so nothing can be lost with it.
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        integrity::mark_stopped(self.data_dir());
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -663,7 +679,9 @@ impl ControlStore for SqliteStore {
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
-        integrity::checkpoint(&self.conn())
+        integrity::checkpoint(&self.conn())?;
+        integrity::mark_stopped(self.data_dir());
+        Ok(())
     }
 
     fn backup_to(&self, target: &Path) -> Result<(), StoreError> {

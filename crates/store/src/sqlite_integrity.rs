@@ -44,6 +44,37 @@ pub(crate) fn earlier_state(data_dir: &Path) -> Option<String> {
     (!found.is_empty()).then(|| found.join(", "))
 }
 
+/// The file that says a node has this folder's store open: created at open, removed once
+/// shutdown has checkpointed. Found at the next start, it means the last run crashed.
+pub const RUNNING_MARKER: &str = "runway.running";
+
+/// After a crash, committed changes the database file does not hold yet are in the
+/// write-ahead log; a log that is gone then means they are lost, which SQLite cannot see.
+pub(crate) fn check_unclean_stop(data_dir: &Path, database: &Path) -> Result<(), StoreError> {
+    let crashed = data_dir.join(RUNNING_MARKER).exists();
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    if crashed && !is_missing_or_empty(database) && !Path::new(&wal).exists() {
+        return Err(StoreError::LostLog {
+            data_dir: data_dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn mark_running(data_dir: &Path) -> Result<(), StoreError> {
+    let marker = data_dir.join(RUNNING_MARKER);
+    std::fs::write(&marker, b"").map_err(|source| StoreError::Io {
+        action: "write",
+        path: marker,
+        source,
+    })
+}
+
+pub(crate) fn mark_stopped(data_dir: &Path) {
+    _ = std::fs::remove_file(data_dir.join(RUNNING_MARKER));
+}
+
 /// Whether the database file is absent or holds nothing.
 pub(crate) fn is_missing_or_empty(path: &Path) -> bool {
     std::fs::metadata(path).map_or(true, |meta| meta.len() == 0)
@@ -85,6 +116,7 @@ pub fn start_over(data_dir: &Path, keep_secrets_key: bool) -> Result<Option<Path
     for suffix in ["", "-wal", "-shm"] {
         names.push(format!("{DATABASE_FILE}{suffix}"));
     }
+    names.push(RUNNING_MARKER.to_owned());
     let present: Vec<&String> = names
         .iter()
         .filter(|name| data_dir.join(name).exists())

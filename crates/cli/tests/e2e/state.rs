@@ -472,3 +472,38 @@ fn retention_prunes_old_records_logs_and_audit_and_the_store_size_is_reported() 
     let node = TestNode::start(&data, &["--retain-invocations", "forever"]);
     printed(&node, "serving 1 functions");
 }
+
+#[test]
+fn a_lost_write_ahead_log_after_a_crash_is_refused() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let node = TestNode::start(&data, &[]);
+    node.deploy_example("hello");
+    signal(node.pid(), "KILL");
+    node.wait();
+    // The crash left the latest changes in the log; losing it loses them.
+    std::fs::remove_file(data.join("runway.db-wal")).unwrap();
+    _ = std::fs::remove_file(data.join("runway.db-shm"));
+    let line = one_line(&serve_refused(&data, &[])).to_owned();
+    assert!(
+        line.contains("did not stop cleanly") && line.contains("runway.db-wal"),
+        "{line}"
+    );
+    // The operator's explicit choice: serve what the database file holds, which here is
+    // nothing at all (the log had never been checkpointed), so that is refused in turn,
+    // and --start-over moves the leftovers aside.
+    std::fs::remove_file(data.join("runway.running")).unwrap();
+    assert!(one_line(&serve_refused(&data, &[])).contains("is missing or empty"));
+    let node = TestNode::start(&data, &["--start-over"]);
+    printed(&node, "serving 0 functions");
+
+    // A start that fails after opening the store (a taken port) is no crash.
+    let (status, _) = node.terminate();
+    assert!(status.success());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    serve_refused(&data, &["--listen", &port]);
+    _ = std::fs::remove_file(data.join("runway.db-wal"));
+    let node = TestNode::start(&data, &[]);
+    printed(&node, "serving");
+}
