@@ -197,6 +197,7 @@ pub(crate) fn write(shared: &Shared, out: &Path) -> Result<BackupManifest, Backu
             content_type = "application/x-tar",
         ),
         (status = 403, description = "`forbidden`: a token scoped to one environment.", body = crate::error::ErrorBody),
+        (status = 409, description = "`backup_in_progress`: one backup at a time.", body = crate::error::ErrorBody),
     ),
 )]
 pub(crate) async fn handler(
@@ -214,7 +215,17 @@ pub(crate) async fn handler(
             ),
         });
     }
+    // A backup copies every database and artifact: one at a time, so a flood of backup
+    // calls costs one copy, not one each.
+    let Ok(running) = shared.backup_slot.clone().try_acquire_owned() else {
+        return Err(ApiError {
+            status: http::StatusCode::CONFLICT,
+            code: "backup_in_progress",
+            message: "a backup of this node is already being written; wait for it to finish".into(),
+        });
+    };
     let (file, manifest) = tokio::task::spawn_blocking(move || {
+        let _running = running;
         let staged = tempfile::Builder::new()
             .prefix(".backup-")
             .suffix(".tar")

@@ -254,6 +254,8 @@ pub(crate) struct Shared {
     pub(crate) gateway_addr: SocketAddr,
     /// The data folder (backups stage their copies inside it).
     pub(crate) data_dir: PathBuf,
+    /// Held while a backup is written: one at a time.
+    pub(crate) backup_slot: Arc<tokio::sync::Semaphore>,
     pub(crate) store: Arc<dyn ControlStore>,
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) meter: MeterHandle,
@@ -530,6 +532,7 @@ impl Node {
             env_domains: config.env_domains.clone(),
             gateway_addr,
             data_dir: config.data_dir.clone(),
+            backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             store,
             runtime,
             meter: meter.handle(),

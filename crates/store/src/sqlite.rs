@@ -1020,18 +1020,16 @@ mod tests {
         assert!(store.current_releases("prod").unwrap().is_empty());
     }
 
-    #[test]
-    fn records_are_summed_per_function_and_logs_read_back_in_order() {
-        let (_dir, store) = store();
-        let mut sink = store.record_sink().unwrap();
-        let record = |id: &str, status| InvocationRecord {
+    /// A record of function `a` in prod that printed `hello`.
+    fn record_at(id: &str, status: InvocationStatus, started_at_ms: i64) -> InvocationRecord {
+        InvocationRecord {
             cpu_throttled_us: 0,
             concurrency: 1,
             request_id: id.into(),
             environment: "prod".into(),
             function: "a".into(),
             release: 1,
-            started_at_ms: 1000,
+            started_at_ms,
             duration_us: 1500,
             billed_ms: 2,
             memory_mb: 128,
@@ -1044,7 +1042,14 @@ mod tests {
             stdout: b"hello\n".to_vec(),
             stderr: Vec::new(),
             error: None,
-        };
+        }
+    }
+
+    #[test]
+    fn records_are_summed_per_function_and_logs_read_back_in_order() {
+        let (_dir, store) = store();
+        let mut sink = store.record_sink().unwrap();
+        let record = |id: &str, status| record_at(id, status, 1000);
         sink.write_batch(&[
             record("r1", InvocationStatus::Ok),
             record("r2", InvocationStatus::Timeout),
@@ -1068,27 +1073,7 @@ mod tests {
         let (_dir, store) = store();
         let mut sink = store.record_sink().unwrap();
         let now = now_ms();
-        let record = |id: &str, started_at_ms| InvocationRecord {
-            cpu_throttled_us: 0,
-            concurrency: 1,
-            request_id: id.into(),
-            environment: "prod".into(),
-            function: "a".into(),
-            release: 1,
-            started_at_ms,
-            duration_us: 1500,
-            billed_ms: 2,
-            memory_mb: 128,
-            max_memory_bytes: 1 << 20,
-            instantiate_us: 20,
-            status: InvocationStatus::Ok,
-            http_status: 200,
-            gb_seconds: 0.00025,
-            cost: PicoUsd(204_166),
-            stdout: b"hello\n".to_vec(),
-            stderr: Vec::new(),
-            error: None,
-        };
+        let record = |id: &str, started_at_ms| record_at(id, InvocationStatus::Ok, started_at_ms);
         let old = now - 30 * 24 * 3600 * 1000;
         sink.write_batch(&[
             record("old1", old),
