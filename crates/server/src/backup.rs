@@ -12,7 +12,9 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use runway_store::{ControlStore, DATABASE_FILE, Digest, SqliteStore, StoreError};
+use runway_store::prelude::*;
+use runway_store::{Digest, StoreError};
+use runway_store_sqlite::{DATABASE_FILE, SqliteStore};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
@@ -329,7 +331,7 @@ pub fn restore(
                 path: data_dir.to_path_buf(),
             });
         }
-        runway_store::start_over(data_dir, true)?
+        runway_store_sqlite::start_over(data_dir, true)?
     } else {
         None
     };

@@ -39,7 +39,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use runway_meter::{MeterHandle, MeterWriter, Pricing};
 use runway_runtime::{Runtime, RuntimeConfig, RuntimeError};
-use runway_store::{ControlStore, SqliteStore, StoreError};
+use runway_store::{ControlStore, StoreError};
+use runway_store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -373,7 +374,7 @@ fn open_store(config: &NodeConfig) -> Result<(SqliteStore, Option<PathBuf>), Nod
             | StoreError::Damaged { .. }
             | StoreError::LostLog { .. },
         ) if config.start_over => {
-            let aside = runway_store::start_over(&config.data_dir, false)?;
+            let aside = runway_store_sqlite::start_over(&config.data_dir, false)?;
             Ok((SqliteStore::open(&config.data_dir)?, aside))
         }
         Err(err) => Err(err.into()),

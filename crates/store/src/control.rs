@@ -160,7 +160,8 @@ impl JobState {
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Option<JobState> {
+    /// The state a name stands for.
+    pub fn parse(text: &str) -> Option<JobState> {
         Some(match text {
             "pending" => JobState::Pending,
             "running" => JobState::Running,

@@ -1,22 +1,28 @@
 //! The control plane's state behind one interface: artifacts by digest, immutable numbered
 //! releases, which release each function serves, invocation records and function logs.
 //!
-//! [`ControlStore`] is what the server uses; [`SqliteStore`] is the embedded backend. A
-//! PostgreSQL backend implements the same trait for several nodes sharing one control plane.
-//! This crate knows nothing of wasmtime or HTTP.
+//! [`ControlStore`] is what the server uses: one trait per concern ([`interfaces`]) that every
+//! backend implements (`runway-store-sqlite`, the embedded default; `runway-store-postgres`, for
+//! many nodes). The rules both share (release dedup, hourly rollups) live in [`rules`]. This
+//! crate knows nothing of wasmtime, HTTP or any database driver.
 
 mod control;
-mod sqlite;
-mod sqlite_control;
-mod sqlite_cost;
-mod sqlite_env;
-mod sqlite_integrity;
-mod sqlite_retention;
+pub mod interfaces;
+/// Every store interface, for `use runway_store::prelude::*` where a file calls several.
+pub mod prelude {
+    pub use crate::interfaces::{
+        AccessStore, ArtifactStore, AuditStore, BudgetStore, ControlStore, EnvironmentStore,
+        JobStore, MaintenanceStore, ReleaseStore, SecretStore, UsageStore,
+    };
+}
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod rules;
 
 use std::fmt;
 
 use runway_manifest::FunctionConfig;
-use runway_meter::{LogStream, PicoUsd, RecordSink};
+use runway_meter::{LogStream, PicoUsd};
 use runway_policy::VettingReport;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -26,8 +32,10 @@ pub use control::{
     EnvironmentRecord, EnvironmentRules, Job, JobRequest, JobResult, JobSource, JobState,
     JobUpdate, RevokedArtifact, TokenRecord,
 };
-pub use sqlite::SqliteStore;
-pub use sqlite_integrity::{DATABASE_FILE, start_over};
+pub use interfaces::{
+    AccessStore, ArtifactStore, AuditStore, BudgetStore, ControlStore, EnvironmentStore, JobStore,
+    MaintenanceStore, ReleaseStore, SecretStore, UsageStore,
+};
 
 /// The environment every function lives in until environments are created explicitly.
 pub const DEFAULT_ENVIRONMENT: &str = "prod";
@@ -40,8 +48,17 @@ pub enum StoreError {
     Database {
         /// What the store was doing.
         action: &'static str,
-        /// The driver's error.
-        source: rusqlite::Error,
+        /// The backend driver's error.
+        source: BackendError,
+    },
+    /// The database cannot be reached (down, restarting, or the network is cut); the same
+    /// call can succeed later.
+    #[error("the store is unreachable while {action}: {source}")]
+    Unavailable {
+        /// What the store was doing.
+        action: &'static str,
+        /// The backend driver's error.
+        source: BackendError,
     },
     /// A file under the data folder could not be read or written.
     #[error("cannot {action} {path}: {source}")]
@@ -62,11 +79,13 @@ pub enum StoreError {
          start with no functions and a new admin token. Put the store back (`runway restore \
          BACKUP`), or start empty with --start-over (which moves the old state aside into \
          lost+found-*, deleting nothing)",
-        data_dir.display(), data_dir.join(sqlite_integrity::DATABASE_FILE).display()
+        data_dir.display(), database.display()
     )]
     MissingStore {
         /// The data folder.
         data_dir: std::path::PathBuf,
+        /// The database file that should be there.
+        database: std::path::PathBuf,
         /// What it still holds.
         found: String,
     },
@@ -76,13 +95,19 @@ pub enum StoreError {
          it held since the last checkpoint are lost. Put the file back, or restore a backup \
          (`runway restore BACKUP --replace`); to serve what {} holds anyway, delete {}",
         data_dir.display(),
-        data_dir.join(format!("{}-wal", sqlite_integrity::DATABASE_FILE)).display(),
-        data_dir.join(sqlite_integrity::DATABASE_FILE).display(),
-        data_dir.join(sqlite_integrity::RUNNING_MARKER).display()
+        log.display(),
+        database.display(),
+        marker.display()
     )]
     LostLog {
         /// The data folder.
         data_dir: std::path::PathBuf,
+        /// The write-ahead log that is gone.
+        log: std::path::PathBuf,
+        /// The database file.
+        database: std::path::PathBuf,
+        /// The file that says the last run did not stop cleanly.
+        marker: std::path::PathBuf,
     },
     /// The database file fails SQLite's integrity check.
     #[error(
@@ -121,6 +146,27 @@ pub enum StoreError {
         /// Newest version this binary knows.
         supported: i64,
     },
+}
+
+/// A backend driver's error, kept as the source of a [`StoreError`] without naming the driver.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl StoreError {
+    /// A database error of any backend while doing `action`.
+    pub fn database(
+        action: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::Database {
+            action,
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the call may succeed when retried later (the database was unreachable).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// A SHA-256 digest of an artifact, as 64 lower-case hex digits.
@@ -435,229 +481,4 @@ impl Pruned {
             Pruned::ControlAudit => "control_audit",
         }
     }
-}
-
-/// The control-plane storage interface; every backend passes the same conformance tests.
-pub trait ControlStore: Send + Sync + 'static {
-    /// Stores artifact bytes under their digest; returns false if already present.
-    fn put_artifact(&self, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError>;
-    /// Reads an artifact's bytes, if stored, refusing bytes that no longer match the digest
-    /// ([`StoreError::ArtifactAltered`]).
-    fn read_artifact(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Whether an artifact is stored and its bytes still have its digest.
-    fn artifact_intact(&self, digest: &Digest) -> Result<bool, StoreError>;
-    /// Whether an artifact is stored.
-    fn has_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
-    /// A stored artifact's size in bytes.
-    fn artifact_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
-    /// In one transaction: creates a release for each function whose latest release differs,
-    /// and makes each function serve its new or identical release.
-    fn deploy(
-        &self,
-        environment: &str,
-        releases: &[NewRelease],
-    ) -> Result<Vec<DeployResult>, StoreError>;
-    /// The release each function of an environment currently serves.
-    fn current_releases(&self, environment: &str) -> Result<Vec<Release>, StoreError>;
-    /// Every release of one function, newest first.
-    fn releases(&self, environment: &str, function: &str) -> Result<Vec<Release>, StoreError>;
-    /// Makes a function serve one of its existing releases (a rollback or roll-forward);
-    /// false if the function has no such release.
-    fn switch_release(
-        &self,
-        environment: &str,
-        function: &str,
-        number: u32,
-    ) -> Result<bool, StoreError>;
-    /// Per-function totals of invocations started at or after `since_ms`.
-    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError>;
-    /// Log lines of a function with an id above `after_id`, oldest first.
-    fn logs(
-        &self,
-        environment: &str,
-        function: &str,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<LogEntry>, StoreError>;
-    /// Deletes up to `limit` rows of `what` older than `before_ms` (one short transaction,
-    /// so requests and the meter writer wait at most that long); returns how many.
-    fn prune(&self, what: Pruned, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
-    /// The bytes the store occupies on disk (its files, the write-ahead log included).
-    fn size_bytes(&self) -> u64;
-    /// Makes every committed change durable in the store's main file (called at shutdown,
-    /// after the last write).
-    fn checkpoint(&self) -> Result<(), StoreError>;
-    /// Writes a consistent copy of the whole store to `target` (a new file) while it serves.
-    fn backup_to(&self, target: &std::path::Path) -> Result<(), StoreError>;
-    /// Whether any environment has a sealed secret (which only the node key can open).
-    fn has_sealed_secrets(&self) -> Result<bool, StoreError>;
-    /// The SHA-256 this node recorded for the compiled code cached under `cache_key`.
-    fn compiled_checksum(&self, cache_key: &str) -> Result<Option<String>, StoreError>;
-    /// Records the SHA-256 of compiled code this node has just written under `cache_key`.
-    fn set_compiled_checksum(&self, cache_key: &str, sha256: &str) -> Result<(), StoreError>;
-    /// A sink for the meter writer, with its own connection so writes never wait on API reads.
-    fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError>;
-    /// Appends audit records.
-    fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
-    /// Audit records of an environment (optionally one function) with an id above
-    /// `after_id`, oldest first.
-    fn audit(
-        &self,
-        environment: &str,
-        function: Option<&str>,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
-    /// Creates or replaces a sealed secret.
-    fn put_secret(
-        &self,
-        environment: &str,
-        name: &str,
-        secret: &StoredSecret,
-    ) -> Result<(), StoreError>;
-    /// A sealed secret, if set.
-    fn secret(&self, environment: &str, name: &str) -> Result<Option<StoredSecret>, StoreError>;
-    /// The names of an environment's secrets.
-    fn secrets(&self, environment: &str) -> Result<Vec<SecretInfo>, StoreError>;
-
-    /// Stores a new control-plane token.
-    fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
-    /// The token whose secret hashes to `hash`.
-    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
-    /// Every token, oldest first.
-    fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
-    /// Revokes a token; false if no unrevoked token has that id.
-    fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
-    /// Stores a new API key.
-    fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
-    /// An environment's API keys, oldest first.
-    fn api_keys(&self, environment: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
-    /// Revokes an API key; false if no unrevoked key has that id.
-    fn revoke_api_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
-    /// Appends one control-plane action; returns its id.
-    fn append_control_audit(&self, record: &ControlAuditRecord) -> Result<i64, StoreError>;
-    /// Control-plane actions of an environment with an id above `after_id`, oldest first.
-    fn control_audit(
-        &self,
-        environment: &str,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<ControlAuditRecord>, StoreError>;
-    /// Stores a job durably (fsync) before returning.
-    fn enqueue_job(&self, job: &Job) -> Result<(), StoreError>;
-    /// Marks up to `limit` due pending jobs running, leased until `lease_until_ms`, in
-    /// `environment` or (with `None`) in every environment.
-    fn claim_jobs(
-        &self,
-        environment: Option<&str>,
-        now_ms: i64,
-        lease_until_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<Job>, StoreError>;
-    /// Records how a job's attempt ended, if the job is still running the attempt numbered
-    /// `claimed_attempts`; false if another claim superseded it.
-    fn finish_job(
-        &self,
-        id: &str,
-        claimed_attempts: u32,
-        update: &JobUpdate,
-        now_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Puts running jobs whose lease ended at or before `lease_before_ms` back to pending,
-    /// or in the dead-letter list when that was their last attempt (`None`: every environment).
-    fn requeue_abandoned(
-        &self,
-        environment: Option<&str>,
-        lease_before_ms: i64,
-        now_ms: i64,
-    ) -> Result<usize, StoreError>;
-    /// One job.
-    fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
-    /// An environment's jobs in the given states, newest first.
-    fn jobs(
-        &self,
-        environment: &str,
-        states: &[JobState],
-        limit: u32,
-    ) -> Result<Vec<Job>, StoreError>;
-    /// Moves a dead-lettered job back to pending with its attempts reset.
-    fn retry_job(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
-    /// The last tick claimed for a schedule.
-    fn last_tick(
-        &self,
-        environment: &str,
-        function: &str,
-        schedule: &str,
-    ) -> Result<Option<i64>, StoreError>;
-    /// Claims a schedule's tick and enqueues its job atomically; false if already claimed.
-    fn claim_tick(&self, schedule: &str, tick_ms: i64, job: &Job) -> Result<bool, StoreError>;
-    /// Marks a function retired (once); false if it already was or is not deployed.
-    fn retire(&self, environment: &str, function: &str, at_ms: i64) -> Result<bool, StoreError>;
-    /// Retired functions and when they were retired.
-    fn retired(&self, environment: &str) -> Result<Vec<(String, i64)>, StoreError>;
-    /// Stores (or replaces) a key's signature of an artifact.
-    fn add_signature(&self, signature: &ArtifactSignature) -> Result<(), StoreError>;
-    /// The signatures stored for an artifact.
-    fn signatures(&self, digest: &str) -> Result<Vec<ArtifactSignature>, StoreError>;
-    /// Revokes an artifact for good; false if it already was.
-    fn revoke_artifact(&self, revoked: &RevokedArtifact) -> Result<bool, StoreError>;
-    /// Every revoked artifact.
-    fn revoked_artifacts(&self) -> Result<Vec<RevokedArtifact>, StoreError>;
-    /// Creates an environment (copying its source's current releases, and `secrets`, already
-    /// sealed for it); `None` if the name is taken. Returns how many functions were copied.
-    fn create_environment(
-        &self,
-        env: &EnvironmentRecord,
-        secrets: &[(String, StoredSecret)],
-    ) -> Result<Option<usize>, StoreError>;
-    /// Registers `env` unless an environment of its name exists; returns the stored record.
-    fn ensure_environment(&self, env: &EnvironmentRecord) -> Result<EnvironmentRecord, StoreError>;
-    /// Every environment, by name.
-    fn environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError>;
-    /// Replaces an environment's rules; false if it does not exist.
-    fn set_environment_rules(
-        &self,
-        name: &str,
-        rules: &EnvironmentRules,
-    ) -> Result<bool, StoreError>;
-    /// Usage grouped by `by` since `since_ms`, in `environment` or in all of them; served from
-    /// hourly rollups, so it stays fast with millions of records.
-    fn cost_by(
-        &self,
-        by: CostDimension,
-        environment: Option<&str>,
-        since_ms: i64,
-    ) -> Result<Vec<CostRow>, StoreError>;
-    /// Peak concurrency and memory per function and the busiest hour since `since_ms`, in
-    /// `environment` or all of them; `full_core_mb` is the memory size that buys a core.
-    fn capacity(
-        &self,
-        environment: Option<&str>,
-        since_ms: i64,
-        full_core_mb: f64,
-    ) -> Result<Capacity, StoreError>;
-    /// Creates or replaces a budget.
-    fn set_budget(&self, budget: &Budget) -> Result<(), StoreError>;
-    /// Every budget, by id.
-    fn budgets(&self) -> Result<Vec<Budget>, StoreError>;
-    /// Removes a budget; false if there was none.
-    fn remove_budget(&self, id: &str) -> Result<bool, StoreError>;
-    /// Records that a budget's `threshold` alert for `month` (`2026-11`) was sent; false if it
-    /// already was, so each alert goes out once.
-    fn claim_budget_alert(
-        &self,
-        budget: &str,
-        month: &str,
-        threshold: u32,
-        at_ms: i64,
-    ) -> Result<bool, StoreError>;
-    /// Removes an environment with its functions, releases, secrets, API keys, jobs and logs,
-    /// and revokes its scoped tokens; false if it did not exist.
-    fn remove_environment(&self, name: &str, now_ms: i64) -> Result<bool, StoreError>;
-}
-
-/// A hash of a configuration that identifies it across deploys.
-pub(crate) fn config_hash(config: &FunctionConfig) -> String {
-    let json = serde_json::to_vec(config).expect("configs always serialise");
-    hex::encode(Sha256::digest(json))
 }

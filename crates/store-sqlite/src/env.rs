@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::control::{EnvironmentRecord, EnvironmentRules};
-use crate::{StoreError, StoredSecret};
+use runway_store::{EnvironmentRecord, EnvironmentRules};
+use runway_store::{StoreError, StoredSecret};
 
 /// Migration 5: the environment registry, and who made each release and from where.
 pub(crate) const MIGRATION_5: &str = r#"
@@ -21,9 +21,7 @@ ALTER TABLE releases ADD COLUMN origin TEXT;
 CREATE INDEX jobs_due_everywhere ON jobs (state, next_run_ms);
 "#;
 
-fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Database { action, source }
-}
+use crate::db;
 
 /// Tables whose rows belong to one environment and leave with it. Invocation records, the
 /// policy audit and the control-plane audit stay: they are the bill and the trail.
@@ -206,154 +204,4 @@ pub(crate) fn remove_environment(
     tx.commit()
         .map_err(db("committing an environment's removal"))?;
     Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use runway_manifest::{ByteSize, FunctionConfig, FunctionName};
-
-    use crate::{
-        ControlStore, Digest, EnvironmentRecord, NewRelease, SqliteStore, StoredSecret, TokenRecord,
-    };
-
-    fn env(name: &str, source: Option<&str>) -> EnvironmentRecord {
-        EnvironmentRecord {
-            name: name.into(),
-            created_at_ms: 1_000,
-            expires_at_ms: None,
-            created_by: "t-test".into(),
-            source: source.map(str::to_owned),
-            rules: Default::default(),
-        }
-    }
-
-    fn deploy(store: &SqliteStore, environment: &str, name: &str, memory_mib: u64) {
-        let digest = Digest::of(name.as_bytes());
-        store.put_artifact(&digest, name.as_bytes()).unwrap();
-        let config = FunctionConfig {
-            memory: ByteSize::mib(memory_mib),
-            ..FunctionConfig::new(FunctionName::try_from(name).unwrap())
-        };
-        store
-            .deploy(
-                environment,
-                &[NewRelease {
-                    digest,
-                    config,
-                    vetting: None,
-                    deployed_by: Some("t-dev".into()),
-                    origin: None,
-                }],
-            )
-            .unwrap();
-    }
-
-    fn secret() -> StoredSecret {
-        StoredSecret {
-            nonce: vec![1; 12],
-            ciphertext: vec![2; 20],
-        }
-    }
-
-    #[test]
-    fn a_copy_serves_the_same_releases_and_only_the_secrets_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.ensure_environment(&env("prod", None)).unwrap();
-        deploy(&store, "prod", "a", 128);
-        deploy(&store, "prod", "a", 256);
-        deploy(&store, "prod", "b", 128);
-        store.put_secret("prod", "KEY", &secret()).unwrap();
-        let copied = store
-            .create_environment(&env("dev", Some("prod")), &[])
-            .unwrap();
-        assert_eq!(copied, Some(2));
-        let prod = store.current_releases("prod").unwrap();
-        let dev = store.current_releases("dev").unwrap();
-        assert_eq!(dev.len(), 2);
-        for (p, d) in prod.iter().zip(&dev) {
-            assert_eq!(
-                (p.number, &p.digest, &p.config),
-                (d.number, &d.digest, &d.config)
-            );
-            assert_eq!(d.environment, "dev");
-            assert_eq!(
-                d.origin.as_deref(),
-                Some(&*format!("copied from prod release {}", p.number))
-            );
-        }
-        // Only the current release is copied, and the next deploy numbers after it.
-        assert_eq!(store.releases("dev", "a").unwrap().len(), 1);
-        deploy(&store, "dev", "a", 512);
-        assert_eq!(store.current_releases("dev").unwrap()[0].number, 3);
-        assert_eq!(store.current_releases("prod").unwrap()[0].number, 2);
-        assert!(store.secrets("dev").unwrap().is_empty());
-        let with = store
-            .create_environment(&env("qa", Some("prod")), &[("KEY".into(), secret())])
-            .unwrap();
-        assert_eq!(with, Some(2));
-        assert_eq!(store.secrets("qa").unwrap().len(), 1);
-        assert_eq!(
-            store.create_environment(&env("dev", None), &[]).unwrap(),
-            None,
-            "a taken name is refused"
-        );
-    }
-
-    #[test]
-    fn removal_takes_everything_and_a_new_environment_of_the_same_name_starts_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.ensure_environment(&env("prod", None)).unwrap();
-        deploy(&store, "prod", "a", 128);
-        store
-            .create_environment(&env("dev", Some("prod")), &[])
-            .unwrap();
-        store.put_secret("dev", "KEY", &secret()).unwrap();
-        store
-            .create_token(&TokenRecord {
-                id: "t-dev".into(),
-                hash: "h".into(),
-                role: runway_access::Role::Deployer,
-                environment: Some("dev".into()),
-                label: "dev".into(),
-                created_at_ms: 1,
-                expires_at_ms: None,
-                revoked_at_ms: None,
-                created_by: "t-test".into(),
-            })
-            .unwrap();
-        assert!(store.remove_environment("dev", 5_000).unwrap());
-        assert!(!store.remove_environment("dev", 5_000).unwrap());
-        assert!(store.current_releases("dev").unwrap().is_empty());
-        assert!(store.secrets("dev").unwrap().is_empty());
-        let token = store.token_by_hash("h").unwrap().unwrap();
-        assert_eq!(token.revoked_at_ms, Some(5_000));
-        assert_eq!(
-            store.current_releases("prod").unwrap().len(),
-            1,
-            "the source is untouched"
-        );
-        store.create_environment(&env("dev", None), &[]).unwrap();
-        assert!(store.current_releases("dev").unwrap().is_empty());
-        let names: Vec<String> = store
-            .environments()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        assert_eq!(names, ["dev", "prod"]);
-    }
-
-    #[test]
-    fn registering_the_home_environment_keeps_its_functions_and_first_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        deploy(&store, "prod", "a", 128);
-        let first = store.ensure_environment(&env("prod", None)).unwrap();
-        let mut later = env("prod", None);
-        later.created_at_ms = 9_000;
-        assert_eq!(store.ensure_environment(&later).unwrap(), first);
-        assert_eq!(store.current_releases("prod").unwrap().len(), 1);
-    }
 }

@@ -2,17 +2,15 @@
 //! in the same transaction as the records, so cost questions read a few rows per hour
 //! instead of every invocation.
 
-use std::collections::HashMap;
-
 use runway_meter::{InvocationRecord, PicoUsd};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::{
+use runway_store::{
     Budget, BudgetAction, BudgetKind, BusiestHour, Capacity, CostDimension, CostRow, FunctionPeak,
     StoreError, Usage,
 };
 
-const HOUR_MS: i64 = 3_600_000;
+use runway_store::rules::{HOUR_MS, first_whole_hour, hourly_rollups};
 
 /// Migration 7: hourly usage, filled from the records already stored.
 pub(crate) const MIGRATION_7: &str = r#"
@@ -41,41 +39,10 @@ SELECT (started_ms / 3600000) * 3600000, environment, function, release, COUNT(*
 FROM invocations GROUP BY 1, 2, 3, 4;
 "#;
 
-fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Database { action, source }
-}
-
-#[derive(Default)]
-struct Sums {
-    invocations: i64,
-    failures: i64,
-    gb_seconds: f64,
-    cost: i64,
-    duration_us: i64,
-    max_memory: i64,
-    throttled_us: i64,
-    peak_concurrency: i64,
-    memory_mb: i64,
-}
+use crate::db;
 
 /// Adds newly stored records to their hours (one upsert per hour and release in the batch).
 pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqlite::Result<()> {
-    let mut hours: HashMap<(i64, &str, &str, u32), Sums> = HashMap::new();
-    for r in records {
-        let hour = r.started_at_ms.div_euclid(HOUR_MS) * HOUR_MS;
-        let sums = hours
-            .entry((hour, &r.environment, &r.function, r.release))
-            .or_default();
-        sums.invocations += 1;
-        sums.failures += i64::from(r.status.is_failure());
-        sums.gb_seconds += r.gb_seconds;
-        sums.cost += r.cost.0 as i64;
-        sums.duration_us += r.duration_us as i64;
-        sums.max_memory = sums.max_memory.max(r.max_memory_bytes as i64);
-        sums.throttled_us += r.cpu_throttled_us as i64;
-        sums.peak_concurrency = sums.peak_concurrency.max(i64::from(r.concurrency));
-        sums.memory_mb = sums.memory_mb.max(r.memory_mb as i64);
-    }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO usage_hourly (hour_ms, environment, function, release, invocations, failures,
            gb_seconds, cost_pusd, duration_us, max_memory_bytes, cpu_throttled_us,
@@ -92,30 +59,24 @@ pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqli
            peak_concurrency = MAX(peak_concurrency, excluded.peak_concurrency),
            memory_mb = MAX(memory_mb, excluded.memory_mb)",
     )?;
-    for ((hour, environment, function, release), s) in hours {
+    for (key, s) in hourly_rollups(records.iter().copied()) {
         upsert.execute(params![
-            hour,
-            environment,
-            function,
-            release,
+            key.hour_ms,
+            key.environment,
+            key.function,
+            key.release,
             s.invocations,
             s.failures,
             s.gb_seconds,
-            s.cost,
+            s.cost_pusd,
             s.duration_us,
-            s.max_memory,
-            s.throttled_us,
+            s.max_memory_bytes,
+            s.cpu_throttled_us,
             s.peak_concurrency,
             s.memory_mb
         ])?;
     }
     Ok(())
-}
-
-/// The first whole hour at or after `since_ms`: rollups cover from there, and the records of
-/// the partial hour before it are summed exactly.
-fn first_whole_hour(since_ms: i64) -> i64 {
-    (since_ms + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS
 }
 
 /// Usage per function of one environment since `since_ms`, exact to the millisecond.
@@ -385,112 +346,4 @@ pub(crate) fn claim_budget_alert(
     )
     .map(|n| n > 0)
     .map_err(db("recording a budget alert"))
-}
-
-#[cfg(test)]
-mod tests {
-    use runway_manifest::{FunctionConfig, FunctionName};
-    use runway_meter::{InvocationStatus, RecordSink};
-
-    use super::*;
-    use crate::{ControlStore, Digest, NewRelease, SqliteStore};
-
-    fn record(id: &str, env: &str, function: &str, release: u32, at_ms: i64) -> InvocationRecord {
-        InvocationRecord {
-            request_id: id.into(),
-            environment: env.into(),
-            function: function.into(),
-            release,
-            started_at_ms: at_ms,
-            duration_us: 1000,
-            billed_ms: 1,
-            memory_mb: 128,
-            max_memory_bytes: 1 << 20,
-            instantiate_us: 20,
-            status: if id.ends_with('x') {
-                InvocationStatus::Error
-            } else {
-                InvocationStatus::Ok
-            },
-            http_status: 200,
-            gb_seconds: 0.000125,
-            cost: PicoUsd(1_000),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            error: None,
-            cpu_throttled_us: 0,
-            concurrency: 1,
-        }
-    }
-
-    fn deploy(store: &SqliteStore, env: &str, name: &str, owner: Option<&str>) {
-        let digest = Digest::of(name.as_bytes());
-        store.put_artifact(&digest, name.as_bytes()).unwrap();
-        let config = FunctionConfig {
-            owner: owner.map(str::to_owned),
-            ..FunctionConfig::new(FunctionName::try_from(name).unwrap())
-        };
-        store
-            .deploy(
-                env,
-                &[NewRelease {
-                    digest,
-                    config,
-                    vetting: None,
-                    deployed_by: None,
-                    origin: None,
-                }],
-            )
-            .unwrap();
-    }
-
-    #[test]
-    fn rollups_answer_exactly_what_the_records_say() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        deploy(&store, "prod", "a", Some("payments"));
-        deploy(&store, "prod", "b", None);
-        deploy(&store, "dev", "a", Some("payments"));
-        let hour = 3_600_000;
-        let mut sink = store.record_sink().unwrap();
-        let batch = [
-            record("r1", "prod", "a", 1, 10 * hour + 10),
-            record("r2x", "prod", "a", 1, 10 * hour + 500_000),
-            record("r3", "prod", "a", 1, 11 * hour + 5),
-            record("r4", "prod", "b", 1, 11 * hour + 7),
-            record("r5", "dev", "a", 1, 12 * hour),
-        ];
-        sink.write_batch(&batch).unwrap();
-        // A batch written again (the meter retries) counts nothing twice.
-        sink.write_batch(&batch[..2]).unwrap();
-
-        let usage = store.usage("prod", 0).unwrap();
-        assert_eq!(usage.len(), 2);
-        assert_eq!((usage[0].function.as_str(), usage[0].invocations), ("a", 3));
-        assert_eq!(usage[0].failures, 1);
-        assert_eq!(usage[0].cost, PicoUsd(3_000));
-        // Since the middle of hour 10: the partial hour comes from the records.
-        let since = store.usage("prod", 10 * hour + 100).unwrap();
-        assert_eq!(since[0].invocations, 2, "r2x and r3");
-        assert_eq!(store.usage("prod", 11 * hour + 6).unwrap()[0].function, "b");
-
-        let by_env = store.cost_by(CostDimension::Environment, None, 0).unwrap();
-        let envs: Vec<(Option<&str>, u64)> = by_env
-            .iter()
-            .map(|r| (r.environment.as_deref(), r.invocations))
-            .collect();
-        assert_eq!(envs, [(Some("prod"), 4), (Some("dev"), 1)]);
-        let by_owner = store.cost_by(CostDimension::Owner, None, 0).unwrap();
-        let owners: Vec<(Option<&str>, u64)> = by_owner
-            .iter()
-            .map(|r| (r.owner.as_deref(), r.invocations))
-            .collect();
-        assert_eq!(owners, [(Some("payments"), 4), (Some(""), 1)]);
-        let by_release = store
-            .cost_by(CostDimension::Release, Some("prod"), 0)
-            .unwrap();
-        assert_eq!(by_release[0].release, Some(1));
-        assert_eq!(by_release[0].function.as_deref(), Some("a"));
-        assert_eq!(by_release.len(), 2);
-    }
 }

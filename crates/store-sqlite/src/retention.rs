@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use crate::{Pruned, StoreError};
+use runway_store::{Pruned, StoreError};
 
 /// Migration 10: indexes by age for the tables retention prunes that are written rarely
 /// (the invocations table already has `invocations_by_start`). Log lines, written on every
@@ -47,8 +47,5 @@ pub(crate) fn prune(
     };
     conn.execute(sql, rusqlite::params![before_ms, limit])
         .map(|n| n as u64)
-        .map_err(|source| StoreError::Database {
-            action: "pruning old rows",
-            source,
-        })
+        .map_err(crate::db("pruning old rows"))
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::StoreError;
+use runway_store::StoreError;
 
 /// The store's file name inside a data folder.
 pub const DATABASE_FILE: &str = "runway.db";
@@ -57,6 +57,9 @@ pub(crate) fn check_unclean_stop(data_dir: &Path, database: &Path) -> Result<(),
     if crashed && !is_missing_or_empty(database) && !Path::new(&wal).exists() {
         return Err(StoreError::LostLog {
             data_dir: data_dir.to_path_buf(),
+            log: PathBuf::from(wal),
+            database: database.to_path_buf(),
+            marker: data_dir.join(RUNNING_MARKER),
         });
     }
     Ok(())
@@ -124,7 +127,7 @@ pub fn start_over(data_dir: &Path, keep_secrets_key: bool) -> Result<Option<Path
     if present.is_empty() {
         return Ok(None);
     }
-    let aside = data_dir.join(format!("lost+found-{}", crate::sqlite::now_ms()));
+    let aside = data_dir.join(format!("lost+found-{}", crate::now_ms()));
     let io = |action, path: &Path| {
         let path = path.to_path_buf();
         move |source| StoreError::Io {
@@ -148,10 +151,7 @@ pub(crate) fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
-        .map_err(|source| StoreError::Database {
-            action: "checkpointing the write-ahead log",
-            source,
-        })?;
+        .map_err(crate::db("checkpointing the write-ahead log"))?;
     if busy != 0 {
         return Err(StoreError::Corrupt(
             "the write-ahead log could not be checkpointed: another connection is still \
@@ -171,10 +171,7 @@ pub(crate) fn backup_to(conn: &Connection, target: &Path) -> Result<(), StoreErr
     })?;
     conn.execute("VACUUM INTO ?1", [target])
         .map(drop)
-        .map_err(|source| StoreError::Database {
-            action: "copying the database for a backup",
-            source,
-        })
+        .map_err(crate::db("copying the database for a backup"))
 }
 
 /// The recorded SHA-256 of a compiled-code cache entry.
@@ -188,10 +185,7 @@ pub(crate) fn compiled_checksum(
         |row| row.get(0),
     )
     .optional()
-    .map_err(|source| StoreError::Database {
-        action: "reading a compiled-code checksum",
-        source,
-    })
+    .map_err(crate::db("reading a compiled-code checksum"))
 }
 
 /// Records the SHA-256 of a compiled-code cache entry this node just wrote.
@@ -203,11 +197,8 @@ pub(crate) fn set_compiled_checksum(
     conn.execute(
         "INSERT INTO compiled_code (cache_key, sha256, created_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (cache_key) DO UPDATE SET sha256 = excluded.sha256, created_ms = excluded.created_ms",
-        params![cache_key, sha256, crate::sqlite::now_ms()],
+        params![cache_key, sha256, crate::now_ms()],
     )
     .map(drop)
-    .map_err(|source| StoreError::Database {
-        action: "recording a compiled-code checksum",
-        source,
-    })
+    .map_err(crate::db("recording a compiled-code checksum"))
 }

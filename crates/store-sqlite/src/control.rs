@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::StoreError;
-use crate::control::{
+use runway_store::StoreError;
+use runway_store::{
     ApiKeyRecord, ArtifactSignature, ControlAuditRecord, Job, JobRequest, JobResult, JobSource,
     JobState, JobUpdate, RevokedArtifact, TokenRecord,
 };
@@ -159,9 +159,7 @@ pub(crate) fn revoked_artifacts(conn: &Connection) -> Result<Vec<RevokedArtifact
     .map_err(db("listing revoked artifacts"))
 }
 
-fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Database { action, source }
-}
+use crate::db;
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
