@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use runway_meter::{InvocationRecord, LogStream, RecordSink};
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod cluster;
 mod control;
 mod cost;
 mod env;
@@ -111,6 +112,7 @@ CREATE TABLE secrets (
     crate::cost::MIGRATION_8,
     crate::integrity::MIGRATION_9,
     crate::retention::MIGRATION_10,
+    crate::cluster::MIGRATION_11,
 ];
 
 /// The SQLite control-plane store rooted at a data folder.
@@ -294,7 +296,11 @@ impl ArtifactStore for SqliteStore {
             return Ok(false);
         }
         let path = self.artifact_path(digest);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per write, not per process: two uploads of one artifact at once must not
+        // write (and rename away) the same temporary file.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{write}", std::process::id()));
         std::fs::write(&tmp, bytes)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| StoreError::Io {

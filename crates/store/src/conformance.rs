@@ -45,7 +45,13 @@ macro_rules! conformance_suite {
             costs::rollups_answer_exactly_what_the_records_say,
             environments::a_copy_serves_the_same_releases_and_only_the_secrets_given,
             environments::removal_takes_everything_and_a_new_environment_of_the_same_name_starts_empty,
-            environments::registering_the_home_environment_keeps_its_functions_and_first_record
+            environments::registering_the_home_environment_keeps_its_functions_and_first_record,
+            cluster::changes_that_nodes_apply_bump_the_generation_and_records_do_not,
+            cluster::nodes_heartbeat_and_drop_out,
+            cluster::the_first_secrets_key_fingerprint_is_kept,
+            cluster::racing_claims_take_each_job_once,
+            cluster::racing_tick_claims_fire_once,
+            cluster::racing_deploys_number_releases_without_gaps
         );
     };
     (@each $open:path; $($module:ident :: $test:ident),* $(,)?) => {
@@ -101,7 +107,11 @@ pub mod releases {
     }
 
     /// A record of function `a` in prod that printed `hello`.
-    fn record_at(id: &str, status: InvocationStatus, started_at_ms: i64) -> InvocationRecord {
+    pub(crate) fn record_at(
+        id: &str,
+        status: InvocationStatus,
+        started_at_ms: i64,
+    ) -> InvocationRecord {
         InvocationRecord {
             cpu_throttled_us: 0,
             concurrency: 1,
@@ -229,7 +239,7 @@ pub mod releases {
         assert_eq!(names, ["PAYMENT_KEY"]);
     }
 
-    fn job(id: &str, now: i64) -> Job {
+    pub(crate) fn job(id: &str, now: i64) -> Job {
         Job {
             id: id.into(),
             environment: "prod".into(),
@@ -604,5 +614,198 @@ pub mod environments {
         later.created_at_ms = 9_000;
         assert_eq!(store.ensure_environment(&later).unwrap(), first);
         assert_eq!(store.current_releases("prod").unwrap().len(), 1);
+    }
+}
+
+/// Conformance: what nodes sharing the store rely on. On a backend that several nodes share,
+/// the concurrent tests race real connections against each other.
+pub mod cluster {
+    #![allow(missing_docs)]
+    use super::*;
+    use crate::NodeRecord;
+
+    fn deploy(store: &dyn ControlStore, name: &str, memory_mib: u64) -> u32 {
+        let digest = Digest::of(name.as_bytes());
+        store.put_artifact(&digest, name.as_bytes()).unwrap();
+        store
+            .deploy(
+                "prod",
+                &[NewRelease {
+                    digest,
+                    config: config(name, memory_mib),
+                    vetting: None,
+                    deployed_by: None,
+                    origin: None,
+                }],
+            )
+            .unwrap()[0]
+            .release
+            .number
+    }
+
+    /// Conformance: every change a node must apply bumps the generation; records do not.
+    pub fn changes_that_nodes_apply_bump_the_generation_and_records_do_not(
+        store: &dyn ControlStore,
+    ) {
+        let mut last = store.change_generation().unwrap();
+        let mut bumped = |what: &str| {
+            let now = store.change_generation().unwrap();
+            assert!(
+                now > last,
+                "{what} did not bump the change generation ({now})"
+            );
+            last = now;
+        };
+        deploy(store, "a", 128);
+        bumped("a deploy");
+        deploy(store, "a", 256);
+        assert!(store.switch_release("prod", "a", 1).unwrap());
+        bumped("a rollback");
+        let token = TokenRecord {
+            id: "t-1".into(),
+            hash: "ab".repeat(32),
+            role: runway_access::Role::Deployer,
+            environment: None,
+            label: "ci".into(),
+            created_at_ms: 1,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            created_by: "bootstrap".into(),
+        };
+        store.create_token(&token).unwrap();
+        bumped("a new token");
+        assert!(store.revoke_token("t-1", 5).unwrap());
+        bumped("a token revocation");
+        let secret = StoredSecret {
+            nonce: vec![1; 12],
+            ciphertext: vec![2; 20],
+        };
+        store.put_secret("prod", "db", &secret).unwrap();
+        bumped("a secret");
+        let env = EnvironmentRecord {
+            name: "staging".into(),
+            created_at_ms: 1,
+            expires_at_ms: None,
+            created_by: "system".into(),
+            source: Some("prod".into()),
+            rules: Default::default(),
+        };
+        store.create_environment(&env, &[]).unwrap();
+        bumped("an environment");
+        assert!(store.remove_environment("staging", 2).unwrap());
+        bumped("an environment's removal");
+        assert!(store.retire("prod", "a", 3).unwrap());
+        bumped("a retirement");
+
+        let quiet = store.change_generation().unwrap();
+        let mut sink = store.record_sink().unwrap();
+        sink.write_batch(&[releases::record_at("r1", InvocationStatus::Ok, 1_000)])
+            .unwrap();
+        store.enqueue_job(&releases::job("j1", 1_000)).unwrap();
+        assert_eq!(store.change_generation().unwrap(), quiet);
+    }
+
+    /// Conformance: nodes register, report, list by last report, and leave.
+    pub fn nodes_heartbeat_and_drop_out(store: &dyn ControlStore) {
+        let node = |id: &str, seen: i64| NodeRecord {
+            id: id.into(),
+            gateway: "127.0.0.1:8080".into(),
+            admin: "127.0.0.1:8081".into(),
+            version: "0.1.0".into(),
+            started_at_ms: 1_000,
+            last_seen_ms: seen,
+            in_flight: 3,
+            compiled_artifacts: 2,
+            draining: false,
+        };
+        store.heartbeat(&node("n-a", 5_000)).unwrap();
+        store.heartbeat(&node("n-b", 9_000)).unwrap();
+        let mut again = node("n-a", 10_000);
+        again.in_flight = 7;
+        store.heartbeat(&again).unwrap();
+        let live = store.nodes(8_000).unwrap();
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[0], again);
+        assert_eq!(store.nodes(9_500).unwrap().len(), 1);
+        assert_eq!(store.leave(Some("n-a"), 0).unwrap(), 1);
+        assert_eq!(store.leave(None, 9_001).unwrap(), 1);
+        assert!(store.nodes(0).unwrap().is_empty());
+        store.ping().unwrap();
+    }
+
+    /// Conformance: the first secrets key recorded is the cluster's; another is reported.
+    pub fn the_first_secrets_key_fingerprint_is_kept(store: &dyn ControlStore) {
+        assert_eq!(store.agree_secrets_key("aaaa").unwrap(), "aaaa");
+        assert_eq!(store.agree_secrets_key("bbbb").unwrap(), "aaaa");
+    }
+
+    /// Conformance: claimers racing over one queue never take the same job twice.
+    pub fn racing_claims_take_each_job_once(store: &dyn ControlStore) {
+        for n in 0..60 {
+            store
+                .enqueue_job(&releases::job(&format!("j{n:02}"), 1_000))
+                .unwrap();
+        }
+        let claimed: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let jobs = store.claim_jobs(None, 2_000, 60_000, 4).unwrap();
+                            if jobs.is_empty() {
+                                return mine;
+                            }
+                            mine.extend(jobs.into_iter().map(|job| job.id));
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let unique: std::collections::BTreeSet<&String> = claimed.iter().collect();
+        assert_eq!(claimed.len(), 60, "{claimed:?}");
+        assert_eq!(unique.len(), 60);
+    }
+
+    /// Conformance: claimers racing for one schedule tick: exactly one wins, one job exists.
+    pub fn racing_tick_claims_fire_once(store: &dyn ControlStore) {
+        let wins: usize = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..6)
+                .map(|n| {
+                    scope.spawn(move || {
+                        let mut run = releases::job(&format!("tick-{n}"), 1_000);
+                        run.source = crate::JobSource::Schedule;
+                        run.scheduled_for_ms = Some(60_000);
+                        usize::from(store.claim_tick("prod/worker/0", 60_000, &run).unwrap())
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1);
+        let jobs = store.jobs("prod", &[JobState::Pending], 100).unwrap();
+        assert_eq!(jobs.len(), 1);
+    }
+
+    /// Conformance: deploys racing on one function end with one gap-free release order.
+    pub fn racing_deploys_number_releases_without_gaps(store: &dyn ControlStore) {
+        let numbers: Vec<u32> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..4u64)
+                .map(|n| scope.spawn(move || deploy(store, "a", 128 + n * 64)))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let mut sorted = numbers.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![1, 2, 3, 4], "{numbers:?}");
+        let releases = store.releases("prod", "a").unwrap();
+        assert_eq!(releases.len(), 4);
+        let current = &store.current_releases("prod").unwrap()[0];
+        assert_eq!(current.number, 4);
+        assert_eq!(current.config, releases[0].config);
     }
 }

@@ -4,6 +4,7 @@
 
 use runway_meter::RecordSink;
 
+use crate::cluster::ClusterStore;
 use crate::{
     ApiKeyRecord, ArtifactSignature, AuditRecord, Budget, Capacity, ControlAuditRecord,
     CostDimension, CostRow, DeployResult, Digest, EnvironmentRecord, EnvironmentRules, Job,
@@ -280,6 +281,7 @@ pub trait ControlStore:
     + BudgetStore
     + AuditStore
     + MaintenanceStore
+    + ClusterStore
     + 'static
 {
 }
@@ -295,6 +297,7 @@ impl<T> ControlStore for T where
         + BudgetStore
         + AuditStore
         + MaintenanceStore
+        + ClusterStore
         + 'static
 {
 }

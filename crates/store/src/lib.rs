@@ -6,10 +6,12 @@
 //! many nodes). The rules both share (release dedup, hourly rollups) live in [`rules`]. This
 //! crate knows nothing of wasmtime, HTTP or any database driver.
 
+pub mod cluster;
 mod control;
 pub mod interfaces;
 /// Every store interface, for `use runway_store::prelude::*` where a file calls several.
 pub mod prelude {
+    pub use crate::cluster::ClusterStore;
     pub use crate::interfaces::{
         AccessStore, ArtifactStore, AuditStore, BudgetStore, ControlStore, EnvironmentStore,
         JobStore, MaintenanceStore, ReleaseStore, SecretStore, UsageStore,
@@ -27,6 +29,7 @@ use runway_policy::VettingReport;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub use cluster::{ChangeFeed, ClusterStore, NodeRecord};
 pub use control::{
     ApiKeyRecord, ArtifactSignature, Budget, BudgetAction, BudgetKind, ControlAuditRecord,
     EnvironmentRecord, EnvironmentRules, Job, JobRequest, JobResult, JobSource, JobState,
@@ -135,10 +138,20 @@ pub enum StoreError {
         /// What the bytes hash to now.
         actual: Digest,
     },
-    /// The data folder was written by a newer Runway.
+    /// The backend cannot do this.
+    #[error("the {backend} store cannot {what}: {instead}")]
+    Unsupported {
+        /// What was asked.
+        what: &'static str,
+        /// Which backend.
+        backend: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
+    /// The store was written by a newer Runway.
     #[error(
         "the database schema is version {found}, newer than this binary understands ({supported}); \
-         run a newer runway or use another --data-dir"
+         run a newer runway, or point this one at another store"
     )]
     SchemaTooNew {
         /// Version in the database.
