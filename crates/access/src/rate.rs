@@ -113,6 +113,10 @@ impl Bucket {
     }
 
     fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        if rate.count == 0 {
+            // A node's share of a cluster-wide rate can be nothing: it never admits.
+            return Err(rate.per);
+        }
         let capacity = f64::from(rate.count);
         let per_second = capacity / rate.per.as_secs_f64();
         let elapsed = now
@@ -198,6 +202,21 @@ impl utoipa::ToSchema for Rate {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rate_of_nothing_refuses_every_request_and_never_panics() {
+        let limiter = RateLimiter::new(Rate {
+            count: 0,
+            per: Duration::from_secs(60),
+        });
+        let now = Instant::now();
+        assert_eq!(limiter.try_acquire(now), Err(Duration::from_secs(60)));
+        assert!(
+            limiter
+                .try_acquire(now + Duration::from_secs(3600))
+                .is_err()
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use writer::{MeterHandle, MeterWriter, RecordSink};
+pub use writer::{MAX_BACKLOG, MeterHandle, MeterStats, MeterWriter, RecordSink, SinkError};
 
 /// An amount of money in US dollars × 10⁻¹²: small enough for one 1 ms invocation at 128 MB
 /// (about 2,083 pUSD of compute), large enough for ±9.2 million dollars in an `i64`.

@@ -441,6 +441,26 @@ pub(crate) fn claim_jobs(
     .map_err(db("claiming due jobs"))
 }
 
+pub(crate) fn extend_leases(
+    conn: &Connection,
+    jobs: &[(String, u32)],
+    lease_until_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_until_ms = ?3
+             WHERE id = ?1 AND attempts = ?2 AND state = 'running'",
+        )
+        .map_err(db("extending job leases"))?;
+    let mut extended = 0;
+    for (id, attempts) in jobs {
+        extended += stmt
+            .execute(params![id, attempts, lease_until_ms])
+            .map_err(db("extending job leases"))? as u64;
+    }
+    Ok(extended)
+}
+
 pub(crate) fn finish_job(
     conn: &Connection,
     id: &str,

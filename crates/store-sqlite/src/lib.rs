@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use runway_meter::{InvocationRecord, LogStream, RecordSink};
+use runway_meter::{InvocationRecord, LogStream, RecordSink, SinkError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod cluster;
@@ -691,6 +691,14 @@ impl JobStore for SqliteStore {
         control::requeue_abandoned(&mut self.conn(), environment, lease_before_ms, now_ms)
     }
 
+    fn extend_leases(
+        &self,
+        jobs: &[(String, u32)],
+        lease_until_ms: i64,
+    ) -> Result<u64, StoreError> {
+        control::extend_leases(&self.conn(), jobs, lease_until_ms)
+    }
+
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         control::job(&self.conn(), id)
     }
@@ -987,8 +995,10 @@ impl SqliteRecordSink {
 }
 
 impl RecordSink for SqliteRecordSink {
-    fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), String> {
-        self.write(records).map_err(|e| e.to_string())
+    fn write_batch(&mut self, records: &[InvocationRecord]) -> Result<(), SinkError> {
+        // A local file has no outage to wait out: a failure is retried a few times, then given up.
+        self.write(records)
+            .map_err(|e| SinkError::Failed(e.to_string()))
     }
 }
 

@@ -152,6 +152,10 @@ pub trait JobStore: Send + Sync {
         lease_before_ms: i64,
         now_ms: i64,
     ) -> Result<usize, StoreError>;
+    /// Extends the leases of running jobs this node still runs (`(id, claimed attempts)`)
+    /// to `lease_until_ms`; returns how many were still this node's to extend.
+    fn extend_leases(&self, jobs: &[(String, u32)], lease_until_ms: i64)
+    -> Result<u64, StoreError>;
     /// One job.
     fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// An environment's jobs in the given states, newest first.
