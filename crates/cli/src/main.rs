@@ -4,6 +4,7 @@
 mod access_cmds;
 mod budget_cmds;
 mod client;
+mod cluster_cmds;
 mod commands;
 mod env_cmds;
 mod node;
@@ -98,6 +99,8 @@ enum Command {
     Budget(budget_cmds::BudgetCommand),
     /// Peak concurrency and memory per function, and the nodes a growth factor needs.
     Capacity(budget_cmds::CapacityArgs),
+    /// The nodes sharing this node's store: addresses, version, last report, load.
+    Nodes(cluster_cmds::NodesArgs),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => tune_cmds::tune(args),
         Command::Budget(command) => budget_cmds::budget(command),
         Command::Capacity(args) => budget_cmds::capacity(args),
+        Command::Nodes(args) => cluster_cmds::nodes(args),
     };
     match result {
         Ok(code) => code,

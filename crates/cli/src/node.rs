@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// healthy store is never touched).
     #[arg(long, env = "RUNWAY_START_OVER")]
     pub start_over: bool,
+    /// The PostgreSQL store every node of a cluster shares
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE); without it the node keeps its own SQLite
+    /// store in --data-dir. Prefer the variable: flags show in `ps`.
+    #[arg(long, env = "RUNWAY_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
     /// Where budget alerts (50, 80 and 100 percent) are POSTed as JSON.
     #[arg(long, env = "RUNWAY_BUDGET_WEBHOOK", value_parser = parse_webhook)]
     pub budget_webhook: Option<String>,
@@ -199,6 +204,7 @@ impl ServeArgs {
         config.trusted_keys = self.trusted_keys.clone();
         config.budget_webhook = self.budget_webhook.clone();
         config.start_over = self.start_over;
+        config.database = self.database.clone().filter(|url| !url.is_empty());
         config.gateway_connections = runway_server::ConnectionLimits {
             max_connections: self.max_connections.max(1),
             idle_timeout: self.idle_timeout,
@@ -287,10 +293,14 @@ async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
         node.admin_addr()
     );
     let others = node.environment_count() - 1;
+    let source = match &args.database {
+        Some(url) if !url.is_empty() => runway_server::redacted_database_url(url),
+        _ => args.data_dir.display().to_string(),
+    };
     println!(
         "runway: serving {} functions from {} ({} compiled code from cache, {} compiled now){}",
         node.function_count(),
-        args.data_dir.display(),
+        source,
         restored.from_cache,
         restored.compiled,
         if others > 0 {
@@ -325,7 +335,7 @@ async fn start(args: &ServeArgs) -> anyhow::Result<Node> {
         Bootstrap::Existing => {
             if std::env::var_os("RUNWAY_ADMIN_TOKEN").is_some() {
                 println!(
-                    "runway: RUNWAY_ADMIN_TOKEN is ignored: this data folder already has tokens \
+                    "runway: RUNWAY_ADMIN_TOKEN is ignored: this store already has tokens \
                      (it only sets the first token); unset it"
                 );
             }

@@ -350,7 +350,7 @@ pub struct CreatedKey {
 /// their change and this reload, so two changes cannot swap in tables out of order.
 fn reload_keys(shared: &Shared, env: &Environment) -> Result<(), ApiError> {
     let previous = env.api_keys.load_full();
-    let table = ApiKeyTable::load(shared.store.as_ref(), &env.name, &previous)?;
+    let table = ApiKeyTable::load(shared.store.as_ref(), &env.name, &previous, &shared.cluster)?;
     env.api_keys.store(Arc::new(table));
     Ok(())
 }

@@ -222,6 +222,7 @@ pub(crate) fn api(guard: impl Fn(Role, ApiRouter) -> ApiRouter) -> ApiRouter {
         .routes(routes!(environments::list))
         .routes(routes!(crate::budgets::list))
         .routes(routes!(crate::budgets::capacity))
+        .routes(routes!(crate::health::nodes))
         .routes(routes!(metrics));
     let (schemas, paths, artifact) = routes!(upload_artifact, artifact_exists);
     // The handler enforces the node's limit itself, with a message that says so.
@@ -255,6 +256,8 @@ pub(crate) fn api(guard: impl Fn(Role, ApiRouter) -> ApiRouter) -> ApiRouter {
         |role: Role, routes: ApiRouter| guard(role, crate::openapi::requires(role, routes));
     OpenApiRouter::with_openapi(crate::openapi::base())
         .routes(routes!(health))
+        .routes(routes!(crate::health::livez))
+        .routes(routes!(crate::health::readyz))
         .routes(routes!(crate::openapi::serve))
         .merge(guarded(Role::Viewer, viewer))
         .merge(guarded(Role::Deployer, deployer))
@@ -952,7 +955,7 @@ async fn invoke_function(
         crate::headers::Credentials::Strip,
     );
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let response = crate::gateway::invoke(&shared, live, http_request, Some(tx)).await;
+    let response = crate::execute::invoke(&shared, live, http_request, Some(tx)).await;
     let status = response.status().as_u16();
     let headers = response
         .headers()
@@ -1231,10 +1234,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
+    let store = shared.store.clone();
+    let size = tokio::task::spawn_blocking(move || store.size_bytes())
+        .await
+        .unwrap_or(0);
+    shared.metrics.store_bytes.set(size as i64);
+    let stats = shared.meter.stats();
     shared
         .metrics
-        .store_bytes
-        .set(shared.store.size_bytes() as i64);
+        .meter_backlog
+        .set(stats.backlog.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    shared
+        .metrics
+        .meter_lost
+        .set(stats.lost.load(std::sync::atomic::Ordering::Relaxed) as i64);
     (headers, shared.metrics.encode())
 }
 

@@ -273,6 +273,14 @@ pub(crate) async fn deploy_over(
         let all: Vec<&FunctionConfig> = deploying.iter().copied().chain(others).collect();
         check_functions(&all)
     };
+    if shared.store.is_shared() {
+        problems.extend(
+            request
+                .functions
+                .iter()
+                .filter_map(|f| per_node_data(&f.config)),
+        );
+    }
     let now = crate::auth::now_ms();
     let mut warnings = Vec::new();
     for function in &request.functions {
@@ -471,6 +479,26 @@ pub(crate) fn strict_vetting_refusals(
             )
         })
         .collect()
+}
+
+/// Why a function cannot run on nodes sharing a store, if it cannot: its SQL and key-value
+/// data live in each node's own files, so behind a load balancer each request would see a
+/// different database.
+fn per_node_data(config: &FunctionConfig) -> Option<String> {
+    let policy = &config.policy;
+    let what = match (policy.sql.is_empty(), policy.kv.is_empty()) {
+        (true, true) => return None,
+        (false, true) => "sql",
+        (true, false) => "kv",
+        (false, false) => "sql and kv",
+    };
+    Some(format!(
+        "function `{}` has {what} grants, which a node sharing a PostgreSQL store cannot serve \
+         yet: SQL and key-value data still live in each node's own files, so requests behind a \
+         load balancer would see different data. Deploy it to a node with its own store \
+         (SQLite), or without those grants",
+        config.name
+    ))
 }
 
 /// Loads what an environment served before a restart, from the cache where possible;

@@ -867,6 +867,7 @@ pub(crate) fn restore_all(
     capabilities: &crate::capabilities::PlatformCapabilities,
     home_name: &str,
     home_rules: Rules,
+    cluster: &crate::cluster::ClusterView,
 ) -> Result<(Environments, crate::RestoreSummary), crate::NodeError> {
     let home_record = store.ensure_environment(&home_record(home_name, &home_rules))?;
     let mut summary = crate::RestoreSummary::default();
@@ -882,7 +883,7 @@ pub(crate) fn restore_all(
             &mut prepared,
             &mut summary,
         )?;
-        let keys = ApiKeyTable::load(store, &record.name, &ApiKeyTable::default())?;
+        let keys = ApiKeyTable::load(store, &record.name, &ApiKeyTable::default(), cluster)?;
         Ok::<_, crate::NodeError>(Arc::new(Environment::new(
             record, rules, home, routes, keys,
         )))

@@ -82,7 +82,23 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        ApiError::internal(err.to_string())
+        match err {
+            // The caller can retry: say so, with the detail in the node's log.
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %err, "the store is unreachable");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "store_unavailable",
+                    message: "the node cannot reach its store right now; retry shortly".into(),
+                }
+            }
+            StoreError::Unsupported { .. } => ApiError {
+                status: StatusCode::NOT_IMPLEMENTED,
+                code: "unsupported_by_store",
+                message: err.to_string(),
+            },
+            err => ApiError::internal(err.to_string()),
+        }
     }
 }
 

@@ -17,6 +17,8 @@ use crate::live::LiveFunction;
 /// One API key as the gateway checks it.
 pub(crate) struct ApiKeyEntry {
     pub(crate) record: ApiKeyRecord,
+    /// This node's share of the key's rate (the whole rate on a single node).
+    share: Option<runway_access::Rate>,
     limiter: Option<Arc<RateLimiter>>,
 }
 
@@ -27,24 +29,32 @@ pub(crate) struct ApiKeyTable {
 }
 
 impl ApiKeyTable {
-    /// Loads the environment's keys; rate buckets of keys already loaded carry over.
+    /// Loads the environment's keys; rate buckets of keys already loaded carry over. A key's
+    /// rate is cluster-wide: this node enforces its share of it ([`crate::cluster::share`]).
     pub(crate) fn load(
         store: &dyn ControlStore,
         environment: &str,
         previous: &ApiKeyTable,
+        cluster: &crate::cluster::ClusterView,
     ) -> Result<ApiKeyTable, StoreError> {
         let by_hash = store
             .api_keys(environment)?
             .into_iter()
             .map(|record| {
+                let share = record.rate.map(|rate| runway_access::Rate {
+                    count: cluster.share_of(rate.count),
+                    per: rate.per,
+                });
                 let entry = match previous.by_hash.get(&record.hash) {
                     // The same bucket, not a refilled copy: a reload must not reset a rate.
-                    Some(old) if old.record.rate == record.rate => Arc::new(ApiKeyEntry {
+                    Some(old) if old.share == share => Arc::new(ApiKeyEntry {
                         record,
+                        share,
                         limiter: old.limiter.clone(),
                     }),
                     _ => Arc::new(ApiKeyEntry {
-                        limiter: record.rate.map(|rate| Arc::new(RateLimiter::new(rate))),
+                        limiter: share.map(|rate| Arc::new(RateLimiter::new(rate))),
+                        share,
                         record,
                     }),
                 };
@@ -254,7 +264,14 @@ pub(crate) fn check_revoked(function: &LiveFunction) -> Result<(), Refusal> {
 
 /// Takes a slot: refused with 503 for a revoked artifact, 410 after expiry, and 429 beyond
 /// `max_concurrency`.
-pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, Refusal> {
+///
+/// `max_concurrency` is cluster-wide: this node admits its share of it
+/// ([`crate::cluster::share`]).
+pub(crate) fn admit(
+    function: &Arc<LiveFunction>,
+    now_ms: i64,
+    cluster: &crate::cluster::ClusterView,
+) -> Result<Slot, Refusal> {
     check_revoked(function)?;
     check_expiry(function, now_ms)?;
     let budget = function.budget.load(Ordering::Acquire);
@@ -288,14 +305,23 @@ pub(crate) fn admit(function: &Arc<LiveFunction>, now_ms: i64) -> Result<Slot, R
         });
     }
     if let Some(max) = function.release.config.max_concurrency
-        && running > max
+        && running > cluster.share_of(max)
     {
         drop(slot);
+        let (live, _) = cluster.place();
+        let across = if live > 1 {
+            format!(
+                " across {live} nodes (this node runs {})",
+                cluster.share_of(max)
+            )
+        } else {
+            String::new()
+        };
         return Err(Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             reason: "concurrency_limit",
             message: format!(
-                "function {} is running its maximum of {max} invocations at once; retry shortly\n",
+                "function {} is running its maximum of {max} invocations at once{across}; retry shortly\n",
                 function.name()
             ),
             retry_after: Some(1),

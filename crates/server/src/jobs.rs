@@ -39,6 +39,12 @@ const WORKERS: usize = 32;
 const LEASE: Duration = Duration::from_secs(16 * 60);
 /// How often the worker looks for jobs whose lease ran out.
 const LEASE_CHECK: Duration = Duration::from_secs(10);
+/// On a store shared by several nodes, a claim is leased this long and renewed while the
+/// attempt runs: a node that dies (SIGKILL, power loss) holds its jobs only this long.
+const SHARED_LEASE: Duration = Duration::from_secs(15);
+/// How often a node on a shared store renews its running jobs' leases, and looks for
+/// leases that ran out.
+const SHARED_LEASE_CHECK: Duration = Duration::from_secs(3);
 /// How much of a job's response body is kept.
 const RESULT_BODY_LIMIT: usize = 64 << 10;
 
@@ -190,7 +196,7 @@ pub(crate) async fn enqueue_request(
     function: &LiveFunction,
     request: http::Request<hyper::body::Incoming>,
 ) -> http::Response<runway_runtime::ResponseBody> {
-    use crate::gateway::plain;
+    use crate::execute::plain;
     let (parts, body) = request.into_parts();
     let body = match http_body_util::Limited::new(body, ASYNC_BODY_LIMIT)
         .collect()
@@ -223,7 +229,7 @@ pub(crate) async fn enqueue_request(
         .iter()
         .filter(|(name, _)| {
             !is_removed(name.as_str(), Credentials::Strip)
-                || *name == crate::gateway::API_KEY_ID_HEADER
+                || *name == crate::execute::API_KEY_ID_HEADER
         })
         .filter(|(name, _)| *name != "prefer")
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
@@ -410,9 +416,12 @@ pub(crate) async fn retry(
     }
 }
 
-/// Runs due jobs until `stop`; first puts back jobs a previous process left running.
+/// Runs due jobs until `stop`. On its own store a node first puts back the jobs a previous
+/// process left running; on a shared one it must not (other nodes are running theirs), and
+/// short leases it renews while an attempt runs bring back the jobs of a node that died.
 pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
-    {
+    let cluster = shared.store.is_shared();
+    if !cluster {
         let shared = shared.clone();
         let requeued = tokio::task::spawn_blocking(move || {
             shared.store.requeue_abandoned(None, i64::MAX, now_ms())
@@ -425,6 +434,12 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
             Err(err) => tracing::error!(error = %err, "the requeue task failed"),
         }
     }
+    let (lease, lease_check) = if cluster {
+        (SHARED_LEASE, SHARED_LEASE_CHECK)
+    } else {
+        (LEASE, LEASE_CHECK)
+    };
+    let running: Arc<std::sync::Mutex<HashMap<String, u32>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(WORKERS));
     let mut leases_checked = std::time::Instant::now();
     loop {
@@ -432,20 +447,28 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
         if free > 0 {
             // Expired leases matter only when several nodes share a store (a restart already
             // requeued this node's own): look for them every few seconds, not every round.
-            let check_leases = leases_checked.elapsed() >= LEASE_CHECK;
+            let check_leases = leases_checked.elapsed() >= lease_check;
             if check_leases {
                 leases_checked = std::time::Instant::now();
             }
             let claimed = {
                 let shared = shared.clone();
+                let renew: Vec<(String, u32)> = if cluster && check_leases {
+                    let running = running.lock().expect("never poisoned");
+                    running.iter().map(|(id, n)| (id.clone(), *n)).collect()
+                } else {
+                    Vec::new()
+                };
                 tokio::task::spawn_blocking(move || {
                     let now = now_ms();
+                    let until = now + lease.as_millis() as i64;
+                    if !renew.is_empty() {
+                        shared.store.extend_leases(&renew, until)?;
+                    }
                     if check_leases {
                         shared.store.requeue_abandoned(None, now, now)?;
                     }
-                    shared
-                        .store
-                        .claim_jobs(None, now, now + LEASE.as_millis() as i64, free)
+                    shared.store.claim_jobs(None, now, until, free)
                 })
                 .await
             };
@@ -458,8 +481,15 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
                             .await
                             .expect("the semaphore is never closed");
                         let shared = shared.clone();
+                        let running = running.clone();
+                        running
+                            .lock()
+                            .expect("never poisoned")
+                            .insert(job.id.clone(), job.attempts);
                         shared.in_flight.clone().spawn(async move {
+                            let id = job.id.clone();
                             run(&shared, job).await;
+                            running.lock().expect("never poisoned").remove(&id);
                             drop(permit);
                         });
                     }
@@ -478,12 +508,21 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// Runs one attempt and records how it ended.
 async fn run(shared: &Arc<Shared>, job: Job) {
+    let find = || {
+        shared
+            .environments
+            .load()
+            .get(&job.environment)
+            .and_then(|env| env.routes.load().functions.get(&job.function).cloned())
+    };
+    let mut live = find();
+    if live.is_none() && shared.store.is_shared() {
+        // Another node may have deployed it a moment ago and this one not followed yet:
+        // catch up before calling the function gone.
+        crate::cluster::sync(shared).await;
+        live = find();
+    }
     let now = now_ms();
-    let live = shared
-        .environments
-        .load()
-        .get(&job.environment)
-        .and_then(|env| env.routes.load().functions.get(&job.function).cloned());
     let update = match live {
         None => JobUpdate {
             state: JobState::Dead,
@@ -572,11 +611,11 @@ async fn attempt(shared: &Arc<Shared>, live: Arc<LiveFunction>, job: &Job) -> Jo
     }
     let settings = queue_settings(&live);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let response = crate::gateway::invoke(shared, live, request, Some(tx)).await;
+    let response = crate::execute::invoke(shared, live, request, Some(tx)).await;
     let status = response.status();
     let request_id = response
         .headers()
-        .get(crate::gateway::REQUEST_ID_HEADER)
+        .get(crate::execute::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();

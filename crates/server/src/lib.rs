@@ -13,12 +13,15 @@ mod auth;
 pub mod backup;
 mod budgets;
 mod capabilities;
+mod cluster;
 mod deploy;
 mod environments;
 mod error;
+mod execute;
 mod extract;
 pub mod gateway;
 mod headers;
+mod health;
 mod invocation;
 mod jobs;
 mod lifespan;
@@ -62,12 +65,14 @@ pub use environments::{
     CreateEnvironmentRequest, CreatedEnvironment, EnvironmentInfo, RemovedEnvironment,
 };
 pub use error::{ApiError, ErrorBody};
+pub use health::{NodeInfo, NodesResponse, Readiness};
 pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::{EXPIRY_WARNING, format_ms};
 pub use listener::{ConnectionLimits, fit_to_descriptors, raise_descriptor_limit};
 pub use openapi::document as openapi_document;
 pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
+pub use runway_store::NodeRecord;
 pub use runway_store::{AuditRecord, SecretInfo};
 pub use runway_store::{Budget, BudgetKind, RevokedArtifact};
 pub use runway_store::{ControlAuditRecord, Job, JobState};
@@ -147,6 +152,9 @@ pub struct NodeConfig {
     /// Start with an empty store when the data folder's store is missing or damaged,
     /// moving what is left aside instead of refusing to start.
     pub start_over: bool,
+    /// A PostgreSQL URL: the store shared by every node of a cluster. `None` keeps the
+    /// embedded SQLite store in `data_dir`.
+    pub database: Option<String>,
 }
 
 impl NodeConfig {
@@ -171,6 +179,7 @@ impl NodeConfig {
             trusted_keys: None,
             budget_webhook: None,
             start_over: false,
+            database: None,
             retention: retention::Retention::default(),
             gateway_connections: ConnectionLimits {
                 max_connections: 10_000,
@@ -216,6 +225,34 @@ pub enum NodeError {
         /// Where the key was expected.
         path: PathBuf,
     },
+    /// `--database` is not a PostgreSQL URL.
+    #[error(
+        "--database {0} is not a PostgreSQL URL: use postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+         (or leave it out to keep the data folder's SQLite store)"
+    )]
+    DatabaseUrl(String),
+    /// A node sharing a store was not given the cluster's secrets key.
+    #[error(
+        "a node sharing a PostgreSQL store needs the cluster's secrets key, the same file on \
+         every node: create it once (`openssl rand -hex 32 > secrets.key`, mode 600) and pass \
+         it with --secret-key-file or RUNWAY_SECRET_KEY_FILE"
+    )]
+    ClusterKeyRequired,
+    /// This node's secrets key is not the one the cluster's secrets are sealed with.
+    #[error(
+        "the secrets key {} is not the cluster's: the store's secrets were sealed with another \
+         key (fingerprint {cluster}, this one's is {ours}), so this node could not read them. \
+         Give every node the same key file",
+        path.display()
+    )]
+    SecretKeyDisagrees {
+        /// This node's key file.
+        path: PathBuf,
+        /// This key's fingerprint.
+        ours: String,
+        /// The fingerprint recorded by the first node.
+        cluster: String,
+    },
     /// A listening socket could not be bound.
     #[error("cannot listen on {addr} for the {what}: {source} (pick another address with {flag})")]
     Bind {
@@ -240,7 +277,12 @@ impl NodeError {
                 StoreError::MissingStore { .. }
                     | StoreError::Damaged { .. }
                     | StoreError::LostLog { .. }
+                    | StoreError::Unavailable { .. }
+                    | StoreError::SchemaTooNew { .. }
             ) | NodeError::SecretKeyMissing { .. }
+                | NodeError::DatabaseUrl(_)
+                | NodeError::ClusterKeyRequired
+                | NodeError::SecretKeyDisagrees { .. }
         )
     }
 }
@@ -253,6 +295,10 @@ pub(crate) struct Shared {
     pub(crate) env_domains: Vec<String>,
     /// Where the gateway listens.
     pub(crate) gateway_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub(crate) admin_addr: SocketAddr,
+    /// This node among the nodes sharing the store.
+    pub(crate) cluster: cluster::ClusterView,
     /// The data folder (backups stage their copies inside it).
     pub(crate) data_dir: PathBuf,
     /// Held while a backup is written: one at a time.
@@ -341,6 +387,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn database_urls_are_printed_without_their_password() {
+        assert_eq!(
+            redacted_database_url("postgres://runway:s3cr3t@db:5432/runway"),
+            "postgres://runway:***@db:5432/runway"
+        );
+        assert_eq!(
+            redacted_database_url("postgresql://db/runway?user=a&password=p@ss&sslmode=require"),
+            "postgresql://db/runway?user=a&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redacted_database_url("postgres://runway@db/runway"),
+            "postgres://runway@db/runway"
+        );
+    }
+
+    #[test]
     fn request_ids_are_uuid_shaped_unique_time_ordered_and_do_not_count_up() {
         let ids = RequestIds::new();
         let all: Vec<String> = (0..10_000).map(|_| ids.next()).collect();
@@ -363,22 +425,83 @@ mod tests {
     }
 }
 
-/// Opens the store; with `--start-over`, a missing, damaged or crash-truncated one is moved aside (into
-/// `lost+found-*` in the data folder) and an empty store starts in its place. A healthy
-/// store is never touched by the flag.
-fn open_store(config: &NodeConfig) -> Result<(SqliteStore, Option<PathBuf>), NodeError> {
+/// Opens the store: PostgreSQL when `database` is set (the cluster's shared store), else the
+/// data folder's SQLite. With `--start-over`, a missing, damaged or crash-truncated SQLite
+/// store is moved aside (into `lost+found-*` in the data folder) and an empty store starts
+/// in its place. A healthy store is never touched by the flag.
+fn open_store(config: &NodeConfig) -> Result<(Arc<dyn ControlStore>, Option<PathBuf>), NodeError> {
+    if let Some(url) = &config.database {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(NodeError::DatabaseUrl(redacted_database_url(url)));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
+            action: "create",
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = runway_store_postgres::PostgresStore::open(url, &config.data_dir)?;
+        return Ok((Arc::new(store), None));
+    }
     match SqliteStore::open(&config.data_dir) {
-        Ok(store) => Ok((store, None)),
+        Ok(store) => Ok((Arc::new(store), None)),
         Err(
             StoreError::MissingStore { .. }
             | StoreError::Damaged { .. }
             | StoreError::LostLog { .. },
         ) if config.start_over => {
             let aside = runway_store_sqlite::start_over(&config.data_dir, false)?;
-            Ok((SqliteStore::open(&config.data_dir)?, aside))
+            Ok((Arc::new(SqliteStore::open(&config.data_dir)?), aside))
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// A database URL fit to print: its password, in the user part or a `password=` parameter,
+/// replaced by `***`.
+pub fn redacted_database_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let (start, end) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+            out.replace_range(start..end, "***");
+        }
+    }
+    if let Some(found) = out.find("password=") {
+        let start = found + "password=".len();
+        let end = out[start..].find('&').map_or(out.len(), |n| start + n);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
+/// Checks that this node's secrets key is the one the cluster's secrets are sealed with
+/// (the first node to start records its fingerprint): a node with another key would list
+/// secrets it cannot open and fail every function that reads one.
+fn agree_on_secrets_key(store: &dyn ControlStore, path: &std::path::Path) -> Result<(), NodeError> {
+    use sha2::Digest as _;
+    let key = std::fs::read_to_string(path).map_err(|source| StoreError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"runway secrets key fingerprint\0")
+        .chain_update(key.trim().as_bytes())
+        .finalize();
+    let ours = hex::encode(&digest[..8]);
+    let cluster = store.agree_secrets_key(&ours)?;
+    if cluster != ours {
+        return Err(NodeError::SecretKeyDisagrees {
+            path: path.to_path_buf(),
+            ours,
+            cluster,
+        });
+    }
+    Ok(())
 }
 
 async fn bind(
@@ -432,7 +555,6 @@ impl Node {
             .map(runway_signing::TrustedKeys::read)
             .transpose()?;
         let (store, moved_aside) = open_store(&config)?;
-        let store: Arc<dyn ControlStore> = Arc::new(store);
         let bootstrap = if config.auth {
             auth::bootstrap(
                 store.as_ref(),
@@ -446,6 +568,9 @@ impl Node {
         runtime_config.cache_dir = config.data_dir.join("cache");
         let runtime = Arc::new(Runtime::new(runtime_config)?);
         let metrics = Arc::new(Metrics::new());
+        if store.is_shared() && config.secret_key_file.is_none() {
+            return Err(NodeError::ClusterKeyRequired);
+        }
         let secret_key_file = config
             .secret_key_file
             .clone()
@@ -464,7 +589,10 @@ impl Node {
             store.clone(),
             metrics.clone(),
         )?);
-        let (environments, restored) = {
+        if store.is_shared() {
+            agree_on_secrets_key(store.as_ref(), &secret_key_file)?;
+        }
+        let (environments, restored, view) = {
             let home_rules = environments::Rules {
                 trusted_keys,
                 strict_vetting: config.strict_vetting,
@@ -478,18 +606,23 @@ impl Node {
                 config.environment.clone(),
                 capabilities.clone(),
             );
-            tokio::task::spawn_blocking(move || {
-                environments::restore_all(
+            let (restored, view) = tokio::task::spawn_blocking(move || {
+                let view = cluster::ClusterView::new();
+                let restored = environments::restore_all(
                     store.as_ref(),
                     &runtime,
                     &metrics,
                     &capabilities,
                     &home,
                     home_rules,
-                )
+                    &view,
+                );
+                (restored, view)
             })
             .await
-            .expect("restore task panicked")?
+            .expect("restore task panicked");
+            let (environments, restored) = restored?;
+            (environments, restored, view)
         };
         metrics.set_function_total(&environments);
         let capabilities = Arc::into_inner(capabilities).expect("restore released its handle");
@@ -532,6 +665,8 @@ impl Node {
             environments: ArcSwap::from_pointee(environments),
             env_domains: config.env_domains.clone(),
             gateway_addr,
+            admin_addr,
+            cluster: view,
             data_dir: config.data_dir.clone(),
             backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             store,
@@ -557,6 +692,8 @@ impl Node {
             gateway_connections,
             stop.clone(),
         ));
+        servers.spawn(cluster::follow(shared.clone(), stop.clone()));
+        servers.spawn(cluster::heartbeat(shared.clone(), stop.clone()));
         servers.spawn(jobs::work(shared.clone(), stop.clone()));
         servers.spawn(jobs::schedule(shared.clone(), stop.clone()));
         servers.spawn(lifespan::watch(shared.clone(), stop.clone()));
@@ -663,6 +800,11 @@ impl Node {
     /// Stops accepting, waits for requests in flight (up to [`DRAIN_TIMEOUT`]), then
     /// persists every invocation record.
     pub async fn shutdown(mut self) -> ShutdownReport {
+        // Unready first: load balancers stop sending new requests while these finish.
+        self.shared
+            .cluster
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.stop.cancel();
         while self.servers.join_next().await.is_some() {}
         self.shared.in_flight.close();
@@ -677,6 +819,16 @@ impl Node {
         let records_written = tokio::task::spawn_blocking(move || meter.shutdown())
             .await
             .unwrap_or(0);
+        // Off the membership list first: it is the last write, and it must come before the
+        // checkpoint below.
+        let shared = self.shared.clone();
+        let left = tokio::task::spawn_blocking(move || {
+            shared.store.leave(Some(&shared.cluster.node_id), 0)
+        })
+        .await;
+        if let Ok(Err(err)) = left {
+            tracing::warn!(error = %err, "could not take this node off the membership list");
+        }
         // After the last write: the main files alone then hold the whole state, so losing a
         // `-wal` file after a clean stop loses nothing.
         let shared = self.shared.clone();

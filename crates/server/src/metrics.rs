@@ -40,6 +40,10 @@ pub(crate) struct Metrics {
     pub(crate) accept_errors: IntCounterVec,
     pub(crate) open_connections: IntGaugeVec,
     pub(crate) store_bytes: IntGauge,
+    /// Invocation records waiting in memory for the store.
+    pub(crate) meter_backlog: IntGauge,
+    /// Invocation records lost: the backlog was full, or the store kept refusing them.
+    pub(crate) meter_lost: IntGauge,
     pub(crate) records_written: IntCounter,
     pub(crate) policy_denials: IntCounterVec,
     pub(crate) audit_dropped: IntCounter,
@@ -317,6 +321,25 @@ impl Metrics {
                 let g = IntGauge::new(
                     "runway_store_bytes",
                     "Bytes the control-plane store occupies on disk (write-ahead log included)",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            meter_backlog: {
+                let g = IntGauge::new(
+                    "runway_meter_backlog_records",
+                    "Invocation records waiting in memory because the store is unreachable",
+                )
+                .expect("valid");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            meter_lost: {
+                let g = IntGauge::new(
+                    "runway_meter_lost_records",
+                    "Invocation records lost since start: the backlog was full, or the store \
+                     kept refusing them",
                 )
                 .expect("valid");
                 r.register(Box::new(g.clone())).expect("unique metric name");
