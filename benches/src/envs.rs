@@ -12,7 +12,11 @@ use super::{BENCH_TOKEN, deploy, signal_term, spawn_node};
 const FUNCTIONS: usize = 100;
 
 /// One admin API call with curl: its JSON answer and its round-trip time in milliseconds.
-fn call(method: &str, url: &str, body: Option<&str>) -> anyhow::Result<(serde_json::Value, f64)> {
+pub(crate) fn call(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(serde_json::Value, f64)> {
     let mut command = Command::new("curl");
     command.args([
         "-s",

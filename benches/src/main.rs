@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo run --release -p runway-bench` (see docs/BENCHMARKS.md for options).
 
+mod cluster;
 mod cpu;
 mod envs;
 mod rollups;
@@ -73,6 +74,13 @@ struct Args {
     /// Only measure the cost explorer with 10 million records (no wrk).
     #[arg(long)]
     rollups_only: bool,
+    /// Skip the cluster measurements (PostgreSQL-backed nodes).
+    #[arg(long)]
+    skip_cluster: bool,
+    /// Only measure cluster mode: throughput on PostgreSQL against SQLite, propagation,
+    /// records and jobs per second, environment creation (no wasmtime).
+    #[arg(long)]
+    cluster_only: bool,
     /// Runs a native hyper hello server on ADDR (used by the harness itself).
     #[arg(long, hide = true)]
     native_server: Option<String>,
@@ -128,6 +136,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.rollups_only {
         return rollups::run(&runway, args.rounds.max(1) * 5);
+    }
+    if args.cluster_only {
+        return cluster::run(&root, &runway, args.rounds.max(1), args.duration);
     }
     let hello = root.join("examples/target/wasm32-wasip2/release/hello.wasm");
     println!("# Runway benchmark, {}", humanish_now());
@@ -230,6 +241,9 @@ fn main() -> anyhow::Result<()> {
     }
     if !args.skip_rollups {
         rollups::run(&runway, args.rounds.max(1) * 5)?;
+    }
+    if !args.skip_cluster {
+        cluster::run(&root, &runway, args.rounds.max(1), args.duration)?;
     }
     if !args.skip_sql {
         sql_report(args.rounds)?;

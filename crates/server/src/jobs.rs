@@ -491,6 +491,8 @@ pub(crate) async fn work(shared: Arc<Shared>, stop: CancellationToken) {
                             run(&shared, job).await;
                             running.lock().expect("never poisoned").remove(&id);
                             drop(permit);
+                            // A free worker claims the next due job now, not at the next poll.
+                            shared.job_ready.notify_one();
                         });
                     }
                 }

@@ -218,6 +218,7 @@ pub(crate) async fn set_secret(
         (status = 200, description = "Applied.", body = SqlApplied),
         (status = 400, description = "`sql_not_text`.", body = ErrorBody),
         (status = 422, description = "`sql_failed`: SQLite's message; nothing was applied.", body = ErrorBody),
+        (status = 501, description = "`sql_per_node`: the node shares a PostgreSQL store.", body = ErrorBody),
     ),
 )]
 pub(crate) async fn sql_apply(
@@ -226,6 +227,7 @@ pub(crate) async fn sql_apply(
     Body(body): Body,
 ) -> Result<Json<SqlApplied>, ApiError> {
     env.check_present()?;
+    per_node_sql(&shared)?;
     let environment = env.name.clone();
     let sql = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("sql_not_text", "the SQL is not UTF-8 text".into()))?;
@@ -249,6 +251,22 @@ pub(crate) async fn sql_apply(
     }))
 }
 
+/// Refuses the operator's SQL on a node sharing a store: the environment's database is still
+/// a file of each node, so it would change (or read) one node's copy only.
+fn per_node_sql(shared: &Shared) -> Result<(), ApiError> {
+    if shared.store.is_shared() {
+        return Err(ApiError {
+            status: http::StatusCode::NOT_IMPLEMENTED,
+            code: "sql_per_node",
+            message: "the environment's SQL database is still a file of each node, so on nodes \
+                      sharing a PostgreSQL store `runway sql` would reach one node's copy only; \
+                      run it against a node with its own store"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Runs one read-only SQL statement on the environment's database.
 #[utoipa::path(
     post,
@@ -259,6 +277,7 @@ pub(crate) async fn sql_apply(
         (status = 200, description = "The rows.", body = SqlRowsResponse),
         (status = 400, description = "`sql_not_text`.", body = ErrorBody),
         (status = 422, description = "`sql_failed`: a write, or SQLite's error.", body = ErrorBody),
+        (status = 501, description = "`sql_per_node`: the node shares a PostgreSQL store.", body = ErrorBody),
     ),
 )]
 pub(crate) async fn sql_query(
@@ -267,6 +286,7 @@ pub(crate) async fn sql_query(
     Body(body): Body,
 ) -> Result<Json<SqlRowsResponse>, ApiError> {
     env.check_present()?;
+    per_node_sql(&shared)?;
     let environment = env.name.clone();
     let sql = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("sql_not_text", "the SQL is not UTF-8 text".into()))?;

@@ -125,6 +125,34 @@ fn a_change_made_through_one_node_is_served_by_the_others() {
         c.cli(&["ls", "--json"]).json()[0]["release"] == 2
     });
 
+    // Two deploys of one function through two nodes at once: one release order, no gap,
+    // and every node agrees on it.
+    let (v3, v4) = (
+        cluster.app("v3", &hello_toml("384MiB")),
+        cluster.app("v4", &hello_toml("512MiB")),
+    );
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| a.deploy(&v3));
+        let second = scope.spawn(|| b.deploy(&v4));
+        first.join().unwrap();
+        second.join().unwrap();
+    });
+    let numbers = |node: &TestNode| -> Vec<u64> {
+        node.cli(&["releases", "hello", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["number"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers(&a), vec![4, 3, 2, 1]);
+    assert_eq!(numbers(&c), numbers(&a));
+    b.cli(&["rollback", "hello", "--to", "2"]).ok();
+    soon(&c, "release 2 is served again on C", || {
+        c.cli(&["ls", "--json"]).json()[0]["release"] == 2
+    });
+
     // Roll back through B; C serves release 1 again.
     b.cli(&["rollback", "hello"]).ok();
     soon(&c, "the rollback made on B is served on C", || {
