@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use runway_store::NodeRecord;
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::Shared;
 use crate::cluster::NODE_TIMEOUT;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::Query;
 
 /// How long readiness waits for the store before it calls the node unready.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -134,6 +135,7 @@ pub struct NodeInfo {
     params(NodesQuery),
     responses(
         (status = 200, description = "The nodes.", body = NodesResponse),
+        (status = 400, description = "`invalid_query`: `all` is not true or false.", body = ErrorBody),
         (status = 503, description = "`store_unavailable`: the store does not answer.", body = ErrorBody),
     ),
 )]
