@@ -7,7 +7,7 @@ use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink, SinkError};
 use runway_store::rules::{HOUR_MS, first_whole_hour, hourly_rollups};
 use runway_store::{
     Budget, BudgetAction, BudgetKind, BudgetStore, BusiestHour, Capacity, CostDimension, CostRow,
-    FunctionPeak, LogEntry, StoreError, Usage, UsageStore,
+    FunctionPeak, LogEntry, StoreError, UsageStore,
 };
 
 use crate::pool::{Target, connect};
@@ -276,23 +276,6 @@ impl UsageStore for PostgresStore {
         // Connect now, so a store that cannot take records says so when the sink is made.
         blocking(|| sink.connection().map(drop))?;
         Ok(Box::new(sink))
-    }
-
-    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError> {
-        let rows = self.cost_by(CostDimension::Function, Some(environment), since_ms)?;
-        let mut usage: Vec<Usage> = rows
-            .into_iter()
-            .map(|row| Usage {
-                function: row.function.unwrap_or_default(),
-                invocations: row.invocations,
-                failures: row.failures,
-                gb_seconds: row.gb_seconds,
-                cost: row.cost,
-                duration_us: row.duration_us,
-            })
-            .collect();
-        usage.sort_by(|a, b| a.function.cmp(&b.function));
-        Ok(usage)
     }
 
     fn logs(

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use runway_store::{
     Budget, BudgetAction, BudgetKind, BusiestHour, Capacity, CostDimension, CostRow, FunctionPeak,
-    StoreError, Usage,
+    StoreError,
 };
 
 use runway_store::rules::{HOUR_MS, first_whole_hour, hourly_rollups};
@@ -77,28 +77,6 @@ pub(crate) fn add(tx: &Transaction<'_>, records: &[&InvocationRecord]) -> rusqli
         ])?;
     }
     Ok(())
-}
-
-/// Usage per function of one environment since `since_ms`, exact to the millisecond.
-pub(crate) fn usage(
-    conn: &Connection,
-    environment: &str,
-    since_ms: i64,
-) -> Result<Vec<Usage>, StoreError> {
-    let rows = grouped(conn, CostDimension::Function, Some(environment), since_ms)?;
-    let mut usage: Vec<Usage> = rows
-        .into_iter()
-        .map(|row| Usage {
-            function: row.function.unwrap_or_default(),
-            invocations: row.invocations,
-            failures: row.failures,
-            gb_seconds: row.gb_seconds,
-            cost: row.cost,
-            duration_us: row.duration_us,
-        })
-        .collect();
-    usage.sort_by(|a, b| a.function.cmp(&b.function));
-    Ok(usage)
 }
 
 /// Usage grouped by `by`, in one environment or all, since `since_ms`: whole hours from the

@@ -23,7 +23,7 @@ use runway_store::{
     BudgetStore, ControlAuditRecord, CostDimension, CostRow, DeployResult, Digest,
     EnvironmentRecord, EnvironmentRules, EnvironmentStore, Job, JobState, JobStore, JobUpdate,
     LogEntry, MaintenanceStore, NewRelease, Pruned, Release, ReleaseStore, RevokedArtifact,
-    SecretInfo, SecretStore, StoreError, StoredSecret, TokenRecord, Usage, UsageStore,
+    SecretInfo, SecretStore, StoreError, StoredSecret, TokenRecord, UsageStore,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -735,10 +735,6 @@ impl UsageStore for SqliteStore {
         Ok(Box::new(SqliteRecordSink {
             conn: open(&self.path)?,
         }))
-    }
-
-    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError> {
-        crate::cost::usage(&self.conn(), environment, since_ms)
     }
 
     fn logs(

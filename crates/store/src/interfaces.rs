@@ -182,8 +182,24 @@ pub trait JobStore: Send + Sync {
 pub trait UsageStore: Send + Sync {
     /// A sink for the meter writer, with its own connection so writes never wait on API reads.
     fn record_sink(&self) -> Result<Box<dyn RecordSink>, StoreError>;
-    /// Per-function totals of invocations started at or after `since_ms`.
-    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError>;
+    /// Per-function totals of invocations started at or after `since_ms`, by function name:
+    /// the cost explorer's per-function rows, so every backend answers both alike.
+    fn usage(&self, environment: &str, since_ms: i64) -> Result<Vec<Usage>, StoreError> {
+        let rows = self.cost_by(CostDimension::Function, Some(environment), since_ms)?;
+        let mut usage: Vec<Usage> = rows
+            .into_iter()
+            .map(|row| Usage {
+                function: row.function.unwrap_or_default(),
+                invocations: row.invocations,
+                failures: row.failures,
+                gb_seconds: row.gb_seconds,
+                cost: row.cost,
+                duration_us: row.duration_us,
+            })
+            .collect();
+        usage.sort_by(|a, b| a.function.cmp(&b.function));
+        Ok(usage)
+    }
     /// Log lines of a function with an id above `after_id`, oldest first.
     fn logs(
         &self,
