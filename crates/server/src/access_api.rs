@@ -20,12 +20,10 @@ use crate::deploy::{DeployFunction, DeployRequest};
 use crate::environments::Environment;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
-use crate::invocation::ApiKeyTable;
+use crate::services::api_keys::{ApiKeys, NewApiKey};
 
 /// Default lifetime of a created token.
 const DEFAULT_TOKEN_TTL: &str = "30d";
-/// Default lifetime of an API key.
-const DEFAULT_KEY_TTL: &str = "90d";
 
 /// A token as listed: never its secret or hash.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -346,15 +344,6 @@ pub struct CreatedKey {
     pub warning: Option<String>,
 }
 
-/// Rebuilds the gateway's key table from the store. Callers hold the access lock across
-/// their change and this reload, so two changes cannot swap in tables out of order.
-fn reload_keys(shared: &Shared, env: &Environment) -> Result<(), ApiError> {
-    let previous = env.api_keys.load_full();
-    let table = ApiKeyTable::load(shared.store.as_ref(), &env.name, &previous, &shared.cluster)?;
-    env.api_keys.store(Arc::new(table));
-    Ok(())
-}
-
 /// Creates an API key for a function; its secret is shown once.
 #[utoipa::path(
     post,
@@ -375,39 +364,22 @@ pub(crate) async fn create_key(
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "API key")?;
     let live = env.function(&request.function)?;
-    let lifetime = ttl(request.ttl.as_deref(), DEFAULT_KEY_TTL)?;
-    let rate = request
-        .rate
-        .as_deref()
-        .map(str::parse::<Rate>)
-        .transpose()
-        .map_err(|message| ApiError::bad_request("invalid_rate", message))?;
-    let minted = runway_access::mint_api_key();
-    let now = now_ms();
-    let record = ApiKeyRecord {
-        id: minted.id,
-        hash: minted.hash.0,
-        environment: env.name.clone(),
-        function: request.function.clone(),
-        label: request.label.unwrap_or_default(),
-        rate,
-        created_at_ms: now,
-        expires_at_ms: Some(now.saturating_add(lifetime.as_millis() as i64)),
-        revoked_at_ms: None,
-        created_by: caller.id,
-    };
-    {
-        let shared = shared.clone();
-        let record = record.clone();
-        let env = env.clone();
+    let created = {
+        let (shared, env) = (shared.clone(), env.clone());
+        let caller = caller.id.clone();
         blocking(move || {
-            let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
-            env.check_present()?;
-            shared.store.create_api_key(&record)?;
-            reload_keys(&shared, &env)
+            let keys = ApiKeys::new(shared.store.as_ref(), &shared.access_lock, &shared.cluster);
+            let new = NewApiKey {
+                function: request.function,
+                ttl: request.ttl,
+                rate: request.rate,
+                label: request.label,
+            };
+            Ok(keys.create(&env, &caller, new, now_ms())?)
         })
-        .await?;
-    }
+        .await?
+    };
+    let (record, secret) = (created.record, created.secret);
     let checks_keys = live
         .release
         .config
@@ -417,7 +389,7 @@ pub(crate) async fn create_key(
     let warning = (!checks_keys).then(|| {
         format!(
             "no route of function `{}` has auth = \"api-key\" yet, so this key is not needed until one does",
-            request.function
+            record.function
         )
     });
     let detail = format!(
@@ -434,7 +406,7 @@ pub(crate) async fn create_key(
             StatusCode::CREATED,
             Json(CreatedKey {
                 key: record.into(),
-                secret: minted.secret,
+                secret,
                 warning,
             }),
         ),
@@ -473,29 +445,13 @@ pub(crate) async fn revoke_key(
     Extension(env): Extension<Arc<Environment>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let lookup = id.clone();
-    let revoked = {
-        let shared = shared.clone();
+    {
+        let (shared, id) = (shared.clone(), id.clone());
         blocking(move || {
-            let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let exists = shared
-                .store
-                .api_keys(&env.name)?
-                .iter()
-                .any(|k| k.id == lookup);
-            let revoked = exists && shared.store.revoke_api_key(&lookup, now_ms())?;
-            if revoked {
-                reload_keys(&shared, &env)?;
-            }
-            Ok(revoked)
+            let keys = ApiKeys::new(shared.store.as_ref(), &shared.access_lock, &shared.cluster);
+            Ok(keys.revoke(&env, &id, now_ms())?)
         })
-        .await?
-    };
-    if !revoked {
-        return Err(ApiError::not_found(
-            "no_such_key",
-            format!("no unrevoked API key `{id}` in this environment; `runway key ls` lists them"),
-        ));
+        .await?;
     }
     Ok(noted(
         Json(Revoked {

@@ -119,3 +119,18 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+impl From<crate::services::api_keys::ApiKeyError> for ApiError {
+    fn from(err: crate::services::api_keys::ApiKeyError) -> ApiError {
+        use crate::services::api_keys::ApiKeyError;
+        match err {
+            ApiKeyError::InvalidTtl(message) => ApiError::bad_request("invalid_ttl", message),
+            ApiKeyError::InvalidRate(message) => ApiError::bad_request("invalid_rate", message),
+            err @ ApiKeyError::NoSuchKey(_) => ApiError::not_found("no_such_key", err.to_string()),
+            err @ ApiKeyError::NoSuchEnvironment(_) => {
+                ApiError::not_found("no_such_environment", err.to_string())
+            }
+            ApiKeyError::Store(err) => err.into(),
+        }
+    }
+}

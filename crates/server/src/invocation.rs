@@ -63,6 +63,20 @@ impl ApiKeyTable {
             .collect();
         Ok(ApiKeyTable { by_hash })
     }
+
+    /// Whether a key of this hash is loaded (revoked or not).
+    #[cfg(test)]
+    pub(crate) fn contains(&self, hash: &str) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// Whether a key of this hash is loaded and not revoked.
+    #[cfg(test)]
+    pub(crate) fn is_active(&self, hash: &str) -> bool {
+        self.by_hash
+            .get(hash)
+            .is_some_and(|entry| entry.record.revoked_at_ms.is_none())
+    }
 }
 
 /// Why the gateway refused a caller.

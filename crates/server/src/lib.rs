@@ -31,6 +31,7 @@ mod metrics;
 mod openapi;
 mod policy_api;
 pub mod retention;
+mod services;
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
