@@ -21,9 +21,7 @@ use crate::environments::Environment;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::services::api_keys::{ApiKeys, NewApiKey};
-
-/// Default lifetime of a created token.
-const DEFAULT_TOKEN_TTL: &str = "30d";
+use crate::services::tokens::{Actor, NewToken, Tokens, manages};
 
 /// A token as listed: never its secret or hash.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -105,11 +103,6 @@ impl std::fmt::Debug for CreatedKey {
     }
 }
 
-fn ttl(text: Option<&str>, default: &str) -> Result<std::time::Duration, ApiError> {
-    runway_access::parse_ttl(text.unwrap_or(default))
-        .map_err(|message| ApiError::bad_request("invalid_ttl", message))
-}
-
 /// Creates a control-plane token; its secret is shown once.
 #[utoipa::path(
     post,
@@ -129,41 +122,26 @@ pub(crate) async fn create_token(
     request: Result<Json<CreateTokenRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "token")?;
-    let lifetime = ttl(request.ttl.as_deref(), DEFAULT_TOKEN_TTL)?;
-    if let Some(scope) = &caller.environment
-        && request.environment.as_ref() != Some(scope)
-    {
-        return Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: format!(
-                "token {} is scoped to environment `{scope}`; it can only create tokens scoped \
-                 to `{scope}` (pass --env {scope})",
-                caller.id
-            ),
-        });
-    }
-    if let Some(scope) = &request.environment
-        && shared.environments.load().get(scope).is_none()
-    {
-        return Err(crate::environments::no_such_environment(scope));
-    }
-    let label = request.label.unwrap_or_default();
-    let (record, secret) = {
-        let caller = caller.id.clone();
-        let environment = request.environment.clone();
-        blocking(move || {
-            Ok(crate::auth::create_token(
-                shared.store.as_ref(),
-                request.role,
-                environment,
-                lifetime,
-                label,
-                &caller,
-            )?)
-        })
-        .await?
-    };
+    let (record, secret) = blocking(move || {
+        let actor = Actor {
+            id: &caller.id,
+            scope: caller.environment.as_deref(),
+        };
+        let new = NewToken {
+            role: request.role,
+            environment: request.environment,
+            ttl: request.ttl,
+            label: request.label,
+        };
+        Ok(
+            Tokens::new(shared.store.as_ref(), &shared.access_lock).create(
+                &actor,
+                new,
+                now_ms(),
+            )?,
+        )
+    })
+    .await?;
     let detail = format!(
         "role {} scope {} expires {}",
         record.role,
@@ -183,15 +161,6 @@ pub(crate) async fn create_token(
     ))
 }
 
-/// Whether a caller may see and manage a token: an unscoped admin every token, a scoped
-/// admin only tokens of its own scope.
-fn manages(caller: &Caller, token: &TokenRecord) -> bool {
-    caller
-        .environment
-        .as_ref()
-        .is_none_or(|scope| token.environment.as_ref() == Some(scope))
-}
-
 /// The tokens the caller manages (never their secrets or hashes).
 #[utoipa::path(
     get,
@@ -207,7 +176,13 @@ pub(crate) async fn list_tokens(
     Ok(Json(
         tokens
             .into_iter()
-            .filter(|t| manages(&caller, t))
+            .filter(|t| {
+                let actor = Actor {
+                    id: &caller.id,
+                    scope: caller.environment.as_deref(),
+                };
+                manages(&actor, t)
+            })
             .map(TokenInfo::from)
             .collect(),
     ))
@@ -230,50 +205,18 @@ pub(crate) async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let lookup = id.clone();
-    let outcome = blocking(move || {
-        // The last-admin check and the revocation happen under one lock.
-        let _changing = shared.access_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let tokens = shared.store.tokens()?;
-        let now = now_ms();
-        let Some(token) = tokens
-            .iter()
-            .find(|t| t.id == lookup && manages(&caller, t))
-        else {
-            return Ok(Err(ApiError::not_found(
-                "no_such_token",
-                format!("no token `{lookup}`; `runway token ls` lists them"),
-            )));
-        };
-        if token.revoked_at_ms.is_some() {
-            return Ok(Err(ApiError {
-                status: StatusCode::CONFLICT,
-                code: "already_revoked",
-                message: format!("token `{lookup}` is already revoked"),
-            }));
-        }
-        let active = |t: &&TokenRecord| {
-            t.role == Role::Admin
-                && t.environment.is_none()
-                && t.revoked_at_ms.is_none()
-                && t.expires_at_ms.is_none_or(|at| at > now)
-        };
-        let admins = tokens.iter().filter(active).count();
-        if active(&token) && admins == 1 {
-            return Ok(Err(ApiError {
-                status: StatusCode::CONFLICT,
-                code: "last_admin_token",
-                message: format!(
-                    "token `{lookup}` is the last unscoped admin token; create another admin \
-                     token first, or nobody could manage tokens again"
-                ),
-            }));
-        }
-        shared.store.revoke_token(&lookup, now)?;
-        Ok(Ok(()))
-    })
-    .await?;
-    outcome?;
+    {
+        let id = id.clone();
+        blocking(move || {
+            let actor = Actor {
+                id: &caller.id,
+                scope: caller.environment.as_deref(),
+            };
+            let tokens = Tokens::new(shared.store.as_ref(), &shared.access_lock);
+            Ok(tokens.revoke(&actor, &id, now_ms())?)
+        })
+        .await?;
+    }
     Ok(noted(
         Json(Revoked {
             revoked: id.clone(),

@@ -134,3 +134,28 @@ impl From<crate::services::api_keys::ApiKeyError> for ApiError {
         }
     }
 }
+
+impl From<crate::services::tokens::TokenError> for ApiError {
+    fn from(err: crate::services::tokens::TokenError) -> ApiError {
+        use crate::services::tokens::TokenError;
+        let (status, code) = match &err {
+            TokenError::InvalidTtl(_) => (StatusCode::BAD_REQUEST, "invalid_ttl"),
+            TokenError::ForeignScope { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            TokenError::NoSuchEnvironment(_) => (StatusCode::NOT_FOUND, "no_such_environment"),
+            TokenError::NoSuchToken(_) => (StatusCode::NOT_FOUND, "no_such_token"),
+            TokenError::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already_revoked"),
+            TokenError::LastAdminToken(_) => (StatusCode::CONFLICT, "last_admin_token"),
+            TokenError::Store(_) => {
+                let TokenError::Store(err) = err else {
+                    unreachable!("matched above")
+                };
+                return err.into();
+            }
+        };
+        ApiError {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
+}
