@@ -14,7 +14,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, State};
 use axum::response::Response;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use http::StatusCode;
 use runway_manifest::{BudgetAction, Usd};
 use runway_meter::PicoUsd;
 use runway_store::{Budget, BudgetKind, ControlAuditRecord, ControlStore, CostDimension};
@@ -27,6 +26,8 @@ use crate::auth::{AuditNote, Caller, noted, now_ms};
 use crate::environments::Environment;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Path;
+use crate::services::budgets::{Budgets, NewBudget};
+use crate::services::tokens::Actor;
 
 /// Budget enforcement states, kept per function.
 pub(crate) const OPEN: u8 = 0;
@@ -407,55 +408,22 @@ pub(crate) async fn set(
     request: Result<Json<SetBudgetRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "budget")?;
-    let (scope, environment) = match request.kind {
-        BudgetKind::Function => {
-            let name = request.scope.clone().ok_or_else(|| {
-                ApiError::bad_request(
-                    "missing_scope",
-                    "a function budget names the function".into(),
-                )
-            })?;
-            env.function(&name)?;
-            (name, Some(env.name.clone()))
-        }
-        BudgetKind::Environment => (env.name.clone(), Some(env.name.clone())),
-        BudgetKind::Owner => {
-            if caller.environment.is_some() {
-                return Err(ApiError {
-                    status: StatusCode::FORBIDDEN,
-                    code: "forbidden",
-                    message: "an owner budget spans every environment and needs a token for every environment".into(),
-                });
-            }
-            let owner = request
-                .scope
-                .clone()
-                .filter(|o| !o.trim().is_empty())
-                .ok_or_else(|| {
-                    ApiError::bad_request("missing_scope", "an owner budget names the owner".into())
-                })?;
-            (owner, None)
-        }
-    };
-    let budget = Budget {
-        id: Budget::id_for(request.kind, &scope, environment.as_deref()),
-        kind: request.kind,
-        scope,
-        environment,
-        monthly_pusd: request.monthly.pico,
-        action: request.action,
-        source: "cli".into(),
-        updated_at_ms: now_ms(),
-        updated_by: caller.id,
-    };
-    let stored = budget.clone();
-    let store = shared.store.clone();
-    blocking(move || Ok(store.set_budget(&stored)?)).await?;
-    let detail = format!(
-        "{} a month, action {}",
-        request.monthly,
-        request.action.as_str()
-    );
+    let (monthly, action) = (request.monthly, request.action);
+    let budget = blocking(move || {
+        let actor = Actor {
+            id: &caller.id,
+            scope: caller.environment.as_deref(),
+        };
+        let new = NewBudget {
+            kind: request.kind,
+            scope: request.scope,
+            monthly_pusd: request.monthly.pico,
+            action: request.action,
+        };
+        Ok(Budgets::new(shared.store.as_ref()).set(&actor, &env, new, now_ms())?)
+    })
+    .await?;
+    let detail = format!("{monthly} a month, action {}", action.as_str());
     Ok(noted(
         Json(budget.clone()),
         AuditNote::new(budget.id, detail),
@@ -480,33 +448,16 @@ pub(crate) async fn remove(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = shared.store.clone();
-    let target = id.clone();
-    let scope = caller.environment.clone();
-    let removed = blocking(move || {
-        let Some(budget) = store.budgets()?.into_iter().find(|b| b.id == target) else {
-            return Ok(false);
-        };
-        // A scoped token removes only its own environment's budgets.
-        if let Some(scope) = &scope
-            && budget.environment.as_deref() != Some(scope.as_str())
-        {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                code: "forbidden",
-                message: format!(
-                    "budget `{target}` is not in environment `{scope}`, the only one this token may act on"
-                ),
-            });
-        }
-        Ok(store.remove_budget(&target)?)
-    })
-    .await?;
-    if !removed {
-        return Err(ApiError::not_found(
-            "no_such_budget",
-            format!("no budget `{id}`; `runway budget ls` lists them"),
-        ));
+    {
+        let id = id.clone();
+        blocking(move || {
+            let actor = Actor {
+                id: &caller.id,
+                scope: caller.environment.as_deref(),
+            };
+            Ok(Budgets::new(shared.store.as_ref()).remove(&actor, &id)?)
+        })
+        .await?;
     }
     Ok(noted(
         Json(RemovedBudget {

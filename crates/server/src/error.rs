@@ -159,3 +159,28 @@ impl From<crate::services::tokens::TokenError> for ApiError {
         }
     }
 }
+
+impl From<crate::services::budgets::BudgetError> for ApiError {
+    fn from(err: crate::services::budgets::BudgetError) -> ApiError {
+        use crate::services::budgets::BudgetError;
+        let (status, code) = match &err {
+            BudgetError::MissingScope(_) => (StatusCode::BAD_REQUEST, "missing_scope"),
+            BudgetError::OwnerNeedsEveryEnvironment | BudgetError::OutsideScope { .. } => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
+            BudgetError::NoSuchFunction { .. } => (StatusCode::NOT_FOUND, "no_such_function"),
+            BudgetError::NoSuchBudget(_) => (StatusCode::NOT_FOUND, "no_such_budget"),
+            BudgetError::Store(_) => {
+                let BudgetError::Store(err) = err else {
+                    unreachable!("matched above")
+                };
+                return err.into();
+            }
+        };
+        ApiError {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
+}
