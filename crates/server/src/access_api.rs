@@ -21,7 +21,7 @@ use crate::environments::Environment;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::services::api_keys::{ApiKeys, NewApiKey};
-use crate::services::tokens::{Actor, NewToken, Tokens, manages};
+use crate::services::tokens::{NewToken, Tokens, manages};
 
 /// A token as listed: never its secret or hash.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -123,10 +123,7 @@ pub(crate) async fn create_token(
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "token")?;
     let (record, secret) = blocking(move || {
-        let actor = Actor {
-            id: &caller.id,
-            scope: caller.environment.as_deref(),
-        };
+        let actor = caller.actor();
         let new = NewToken {
             role: request.role,
             environment: request.environment,
@@ -177,10 +174,7 @@ pub(crate) async fn list_tokens(
         tokens
             .into_iter()
             .filter(|t| {
-                let actor = Actor {
-                    id: &caller.id,
-                    scope: caller.environment.as_deref(),
-                };
+                let actor = caller.actor();
                 manages(&actor, t)
             })
             .map(TokenInfo::from)
@@ -208,10 +202,7 @@ pub(crate) async fn revoke_token(
     {
         let id = id.clone();
         blocking(move || {
-            let actor = Actor {
-                id: &caller.id,
-                scope: caller.environment.as_deref(),
-            };
+            let actor = caller.actor();
             let tokens = Tokens::new(shared.store.as_ref(), &shared.access_lock);
             Ok(tokens.revoke(&actor, &id, now_ms())?)
         })

@@ -23,6 +23,16 @@ pub(crate) struct Caller {
     pub(crate) environment: Option<String>,
 }
 
+impl Caller {
+    /// The caller as the services see it: who acts, and within which scope.
+    pub(crate) fn actor(&self) -> crate::services::tokens::Actor<'_> {
+        crate::services::tokens::Actor {
+            id: &self.id,
+            scope: self.environment.as_deref(),
+        }
+    }
+}
+
 /// What a handler did, for the audit log: attached to its response.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuditNote {

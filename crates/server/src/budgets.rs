@@ -27,7 +27,6 @@ use crate::environments::Environment;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Path;
 use crate::services::budgets::{Budgets, NewBudget};
-use crate::services::tokens::Actor;
 
 /// Budget enforcement states, kept per function.
 pub(crate) const OPEN: u8 = 0;
@@ -410,10 +409,7 @@ pub(crate) async fn set(
     let request = json_body(request, "budget")?;
     let (monthly, action) = (request.monthly, request.action);
     let budget = blocking(move || {
-        let actor = Actor {
-            id: &caller.id,
-            scope: caller.environment.as_deref(),
-        };
+        let actor = caller.actor();
         let new = NewBudget {
             kind: request.kind,
             scope: request.scope,
@@ -451,10 +447,7 @@ pub(crate) async fn remove(
     {
         let id = id.clone();
         blocking(move || {
-            let actor = Actor {
-                id: &caller.id,
-                scope: caller.environment.as_deref(),
-            };
+            let actor = caller.actor();
             Ok(Budgets::new(shared.store.as_ref()).remove(&actor, &id)?)
         })
         .await?;

@@ -152,29 +152,12 @@ fn present(env: &Environment) -> Result<(), ApiKeyError> {
 
 #[cfg(test)]
 mod tests {
-    use runway_store::{AccessStore, EnvironmentRecord};
+    use runway_store::AccessStore;
     use runway_store_sqlite::SqliteStore;
 
     use super::*;
-    use crate::environments::Rules;
-    use crate::live::RouteTable;
 
-    fn env(name: &str) -> Environment {
-        Environment::new(
-            EnvironmentRecord {
-                name: name.into(),
-                created_at_ms: 0,
-                expires_at_ms: None,
-                created_by: "system".into(),
-                source: None,
-                rules: Default::default(),
-            },
-            Rules::default(),
-            true,
-            RouteTable::default(),
-            ApiKeyTable::default(),
-        )
-    }
+    use crate::services::test_environment as env;
 
     fn request(ttl: Option<&str>, rate: Option<&str>) -> NewApiKey {
         NewApiKey {

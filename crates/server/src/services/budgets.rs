@@ -128,30 +128,12 @@ impl<'a> Budgets<'a> {
 
 #[cfg(test)]
 mod tests {
-    use runway_store::{BudgetStore, EnvironmentRecord};
+    use runway_store::BudgetStore;
     use runway_store_sqlite::SqliteStore;
 
     use super::*;
-    use crate::environments::Rules;
-    use crate::invocation::ApiKeyTable;
-    use crate::live::RouteTable;
 
-    fn env(name: &str) -> Environment {
-        Environment::new(
-            EnvironmentRecord {
-                name: name.into(),
-                created_at_ms: 0,
-                expires_at_ms: None,
-                created_by: "system".into(),
-                source: None,
-                rules: Default::default(),
-            },
-            Rules::default(),
-            true,
-            RouteTable::default(),
-            ApiKeyTable::default(),
-        )
-    }
+    use crate::services::test_environment as env;
 
     fn budget(kind: BudgetKind, scope: Option<&str>) -> NewBudget {
         NewBudget {

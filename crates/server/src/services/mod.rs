@@ -7,3 +7,22 @@
 pub(crate) mod api_keys;
 pub(crate) mod budgets;
 pub(crate) mod tokens;
+
+/// An environment with no functions and no keys loaded, for the services' unit tests.
+#[cfg(test)]
+pub(crate) fn test_environment(name: &str) -> crate::environments::Environment {
+    crate::environments::Environment::new(
+        runway_store::EnvironmentRecord {
+            name: name.into(),
+            created_at_ms: 0,
+            expires_at_ms: None,
+            created_by: "system".into(),
+            source: None,
+            rules: Default::default(),
+        },
+        crate::environments::Rules::default(),
+        true,
+        crate::live::RouteTable::default(),
+        crate::invocation::ApiKeyTable::default(),
+    )
+}
