@@ -184,3 +184,18 @@ impl From<crate::services::budgets::BudgetError> for ApiError {
         }
     }
 }
+
+impl From<crate::services::jobs::JobError> for ApiError {
+    fn from(err: crate::services::jobs::JobError) -> ApiError {
+        use crate::services::jobs::JobError;
+        match err {
+            err @ JobError::NoSuchJob(_) => ApiError::not_found("no_such_job", err.to_string()),
+            err @ JobError::NotDeadLettered { .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "not_dead_lettered",
+                message: err.to_string(),
+            },
+            JobError::Store(err) => err.into(),
+        }
+    }
+}

@@ -28,6 +28,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::headers::{Credentials, is_removed};
 use crate::live::LiveFunction;
+use crate::services::jobs::Jobs as JobService;
 
 /// Marks the run a schedule enqueues for a tick missed while no node ran.
 const MISSED_TICK_HEADER: &str = "x-runway-missed-tick";
@@ -327,13 +328,6 @@ pub(crate) async fn list(
     Ok(Json(JobsResponse { jobs }))
 }
 
-fn no_such_job(id: &str) -> ApiError {
-    ApiError::not_found(
-        "no_such_job",
-        format!("no job `{id}` in this environment; `runway queue ls` lists them"),
-    )
-}
-
 /// One job.
 #[utoipa::path(
     get,
@@ -351,15 +345,9 @@ pub(crate) async fn show(
     Extension(env): Extension<Arc<Environment>>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    let lookup = id.clone();
-    let job = blocking(move || {
-        Ok(shared
-            .store
-            .job(&lookup)?
-            .filter(|j| j.environment == env.name))
-    })
-    .await?;
-    job.map(Json).ok_or_else(|| no_such_job(&id))
+    let job =
+        blocking(move || Ok(JobService::new(shared.store.as_ref()).get(&env.name, &id)?)).await?;
+    Ok(Json(job))
 }
 
 /// A dead-lettered job goes back to pending, with fresh attempts.
@@ -380,40 +368,15 @@ pub(crate) async fn retry(
     Extension(env): Extension<Arc<Environment>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let lookup = id.clone();
     let job = {
-        let shared = shared.clone();
+        let (shared, id) = (shared.clone(), id.clone());
         blocking(move || {
-            let Some(job) = shared
-                .store
-                .job(&lookup)?
-                .filter(|j| j.environment == env.name)
-            else {
-                return Ok(None);
-            };
-            if job.state != JobState::Dead {
-                return Ok(Some(Err(job.state)));
-            }
-            shared.store.retry_job(&lookup, now_ms())?;
-            Ok(Some(Ok(shared.store.job(&lookup)?)))
+            Ok(JobService::new(shared.store.as_ref()).retry(&env.name, &id, now_ms())?)
         })
         .await?
     };
-    match job {
-        None => Err(no_such_job(&id)),
-        Some(Err(state)) => Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "not_dead_lettered",
-            message: format!(
-                "job `{id}` is {}; only dead-lettered jobs are retried",
-                state.as_str()
-            ),
-        }),
-        Some(Ok(job)) => {
-            shared.job_ready.notify_one();
-            Ok(noted(Json(job), AuditNote::new(id, "back to pending")))
-        }
-    }
+    shared.job_ready.notify_one();
+    Ok(noted(Json(job), AuditNote::new(id, "back to pending")))
 }
 
 /// Runs due jobs until `stop`. On its own store a node first puts back the jobs a previous

@@ -2,10 +2,12 @@
 //! HTTP types. Each service has its own error type; `error.rs` maps them to status codes in
 //! one place, and handlers only parse requests, call a service and shape the answer.
 //!
-//! The move is made one domain at a time: API keys, tokens and budgets so far.
+//! The move is made one domain at a time: API keys, tokens, budgets and
+//! the operator's view of jobs so far.
 
 pub(crate) mod api_keys;
 pub(crate) mod budgets;
+pub(crate) mod jobs;
 pub(crate) mod tokens;
 
 /// An environment with no functions and no keys loaded, for the services' unit tests.
