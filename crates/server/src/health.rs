@@ -60,20 +60,8 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.cluster.draining.load(Ordering::Relaxed) {
         problems.push("draining: the node is stopping".to_owned());
     }
-    let store = shared.store.clone();
-    let pinged = tokio::time::timeout(
-        STORE_CHECK_TIMEOUT,
-        tokio::task::spawn_blocking(move || store.ping()),
-    )
-    .await;
-    match pinged {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => problems.push(format!("the store does not answer: {err}")),
-        Ok(Err(_)) => problems.push("the store check failed".to_owned()),
-        Err(_) => problems.push(format!(
-            "the store did not answer within {} s",
-            STORE_CHECK_TIMEOUT.as_secs()
-        )),
+    if let Some(problem) = store_problem(&shared).await {
+        problems.push(problem);
     }
     let status = if problems.is_empty() {
         StatusCode::OK
@@ -90,6 +78,41 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         problems,
     };
     (status, Json(body)).into_response()
+}
+
+/// How long one answer of the store counts for readiness: probes need no token, so a flood
+/// of them must not become a flood of database queries.
+const STORE_CHECK_FRESH: Duration = Duration::from_secs(1);
+
+/// The last store check: when, and what was wrong (if anything).
+pub(crate) type StoreCheck = tokio::sync::Mutex<Option<(std::time::Instant, Option<String>)>>;
+
+/// What is wrong with the store, checked at most once per [`STORE_CHECK_FRESH`]; callers
+/// arriving while a check runs wait for its answer.
+async fn store_problem(shared: &Arc<Shared>) -> Option<String> {
+    let mut last = shared.store_check.lock().await;
+    if let Some((at, problem)) = &*last
+        && at.elapsed() < STORE_CHECK_FRESH
+    {
+        return problem.clone();
+    }
+    let store = shared.store.clone();
+    let pinged = tokio::time::timeout(
+        STORE_CHECK_TIMEOUT,
+        tokio::task::spawn_blocking(move || store.ping()),
+    )
+    .await;
+    let problem = match pinged {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(err))) => Some(format!("the store does not answer: {err}")),
+        Ok(Err(_)) => Some("the store check failed".to_owned()),
+        Err(_) => Some(format!(
+            "the store did not answer within {} s",
+            STORE_CHECK_TIMEOUT.as_secs()
+        )),
+    };
+    *last = Some((std::time::Instant::now(), problem.clone()));
+    problem
 }
 
 /// Which nodes to list.

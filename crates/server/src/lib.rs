@@ -300,6 +300,8 @@ pub(crate) struct Shared {
     pub(crate) admin_addr: SocketAddr,
     /// This node among the nodes sharing the store.
     pub(crate) cluster: cluster::ClusterView,
+    /// The last store check readiness made (reused for a second).
+    pub(crate) store_check: health::StoreCheck,
     /// The data folder (backups stage their copies inside it).
     pub(crate) data_dir: PathBuf,
     /// Held while a backup is written: one at a time.
@@ -668,6 +670,7 @@ impl Node {
             gateway_addr,
             admin_addr,
             cluster: view,
+            store_check: Default::default(),
             data_dir: config.data_dir.clone(),
             backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
             store,

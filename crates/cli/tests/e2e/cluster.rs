@@ -188,6 +188,26 @@ fn a_change_made_through_one_node_is_served_by_the_others() {
         with_key(&c) == 401
     });
 
+    // A token made on A works on C; revoked on B, C refuses it at once (tokens are looked up
+    // in the shared store on every admin call).
+    let viewer = a
+        .cli(&["token", "create", "--role", "viewer", "--json"])
+        .json();
+    let (token_id, token) = (
+        viewer["token"]["id"].as_str().unwrap().to_owned(),
+        viewer["secret"].as_str().unwrap().to_owned(),
+    );
+    let as_viewer = |node: &TestNode| {
+        node.admin_request(reqwest::Method::GET, "/v1/functions", Some(&token))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(as_viewer(&c), 200);
+    b.cli(&["token", "revoke", &token_id]).ok();
+    assert_eq!(as_viewer(&c), 401);
+
     // An environment created on A is served by C under its host name; removed on B, gone.
     a.cli(&["env", "create", "preview", "--from", "prod"]).ok();
     let in_preview = |node: &TestNode| {
@@ -447,11 +467,15 @@ fn a_postgres_restart_under_load_loses_no_record() {
         let ls = node.cli(&["ls", "--json"]);
         ls.status.success() && ls.json()[0]["invocations"] == served
     });
-    let ready = node
-        .admin_request(reqwest::Method::GET, "/readyz", None)
-        .send()
-        .unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
+    // Readiness reuses a store check for a second: ready again soon after.
+    soon(&node, "the node is ready again", || {
+        node.admin_request(reqwest::Method::GET, "/readyz", None)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+            == 200
+    });
     assert_eq!(node.metric("runway_meter_lost_records"), Some(0.0));
 }
 
