@@ -4,7 +4,7 @@
 //! across three nodes, and creating an environment from one of 100 functions.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -12,7 +12,7 @@ use runway_store::prelude::*;
 use runway_store::{Job, JobRequest, JobSource, JobState};
 use runway_test_postgres::TestPostgres;
 
-use super::{BENCH_TOKEN, deploy, free_port, median, signal_term, wait_for, wrk};
+use super::{deploy, median, signal_term, wait_for, wrk};
 
 /// Deploys measured for the propagation delay.
 const DEPLOYS: usize = 50;
@@ -26,27 +26,12 @@ fn node(
     database: &str,
     key: &Path,
 ) -> anyhow::Result<(Child, u16, String)> {
-    let (port, admin) = (free_port()?, free_port()?);
-    let child = Command::new(runway)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .arg("--secret-key-file")
-        .arg(key)
-        .env("RUNWAY_DATABASE_URL", database)
-        .env("RUNWAY_ADMIN_TOKEN", BENCH_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let admin = format!("http://127.0.0.1:{admin}");
-    wait_for(&format!("{admin}/v1/health"))?;
-    Ok((child, port, admin))
+    super::spawn_node_with(
+        runway,
+        data,
+        &["--secret-key-file".as_ref(), key.as_os_str()],
+        &[("RUNWAY_DATABASE_URL", database)],
+    )
 }
 
 fn stop(mut child: Child) {

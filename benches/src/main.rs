@@ -256,6 +256,16 @@ const BENCH_TOKEN: &str = "rwy_benchmark-admin-token-not-secret";
 
 /// Starts `runway serve` on free ports; returns the process, gateway port and admin URL.
 fn spawn_node(runway: &Path, data: &Path) -> anyhow::Result<(Child, u16, String)> {
+    spawn_node_with(runway, data, &[], &[])
+}
+
+/// [`spawn_node`] with extra flags and environment variables (a cluster node's database).
+fn spawn_node_with(
+    runway: &Path,
+    data: &Path,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+) -> anyhow::Result<(Child, u16, String)> {
     let (port, admin) = (free_port()?, free_port()?);
     let child = Command::new(runway)
         .args([
@@ -267,8 +277,10 @@ fn spawn_node(runway: &Path, data: &Path) -> anyhow::Result<(Child, u16, String)
             "--data-dir",
         ])
         .arg(data)
+        .args(args)
         // Admin API authentication on, as in production; older binaries ignore the variable.
         .env("RUNWAY_ADMIN_TOKEN", BENCH_TOKEN)
+        .envs(envs.iter().copied())
         // Default logging: every invocation's REPORT line is written, as in production.
         .stdout(Stdio::null())
         .stderr(Stdio::null())
