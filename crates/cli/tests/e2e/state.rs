@@ -260,11 +260,11 @@ fn compiled_code_that_is_not_what_the_node_compiled_is_recompiled_not_run() {
 
     // The recompiled file is recorded again and loads from the cache next time.
     let node = TestNode::start(&data, &[]);
+    // The summary line follows the addresses: wait for it, then read what it says.
+    let output = printed(&node, "runway: serving ");
     assert!(
-        node.output()
-            .contains("(1 compiled code from cache, 0 compiled now)"),
-        "{}",
-        node.output()
+        output.contains("(1 compiled code from cache, 0 compiled now)"),
+        "{output}"
     );
 }
 
