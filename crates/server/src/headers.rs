@@ -20,7 +20,12 @@ pub(crate) enum Credentials {
 
 /// Whether a header a caller sent must not reach the function.
 pub(crate) fn is_removed(name: &str, credentials: Credentials) -> bool {
-    let platform = name.len() >= 9 && name[..9].eq_ignore_ascii_case("x-runway-");
+    // By bytes: a header name from a JSON body may be any text, and a slice of a `str` at
+    // byte 9 would split a multi-byte character.
+    let platform = name
+        .as_bytes()
+        .get(..9)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"x-runway-"));
     platform
         || (credentials == Credentials::Strip
             && [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION]
@@ -50,6 +55,14 @@ pub(crate) fn strip_caller_headers(headers: &mut HeaderMap, credentials: Credent
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_are_not_ascii_are_checked_without_panicking() {
+        // Byte 9 falls inside `ý`, a two-byte character.
+        assert!(!is_removed("0ÉTI\u{14}ïý", Credentials::Strip));
+        assert!(!is_removed("é", Credentials::Keep));
+        assert!(is_removed("X-Runway-é", Credentials::Keep));
+    }
 
     #[test]
     fn platform_headers_never_pass_and_credentials_only_through_the_gateway() {
