@@ -16,10 +16,10 @@ use runway_store::{ControlStore, Digest, NodeRecord, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::auth::now_ms;
 use crate::environments::{Environment, Environments, Rules, stored_rules};
 use crate::invocation::ApiKeyTable;
 use crate::live::{LiveFunction, RouteTable};
+use crate::now_ms;
 
 /// The backstop: how often a node checks the change generation even with no wake-up.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -287,7 +287,7 @@ fn reload(shared: &Shared) -> Result<Environments, crate::NodeError> {
         } else {
             stored_rules(&record)
         };
-        let fresh = crate::deploy::restore(
+        let fresh = crate::services::releases::restore(
             store,
             &shared.runtime,
             &shared.metrics,

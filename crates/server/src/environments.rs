@@ -6,34 +6,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, State};
-use axum::response::Response;
 use http::StatusCode;
 use runway_manifest::environment_label;
-use runway_meter::PicoUsd;
 use runway_policy::PolicyMode;
 use runway_signing::TrustedKeys;
-use runway_store::{
-    ControlAuditRecord, ControlStore, EnvironmentRecord, EnvironmentRules, StoredSecret,
-};
-use serde::{Deserialize, Serialize};
+use runway_store::{ControlStore, EnvironmentRecord, EnvironmentRules};
 
-use crate::Shared;
-use crate::auth::{AuditNote, Caller, noted, now_ms};
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::Path;
 use crate::invocation::ApiKeyTable;
 use crate::live::{LiveFunction, RouteTable};
+use crate::now_ms;
 
 /// Longest environment name: it must fit a DNS label with room for a suffix.
 const MAX_NAME_LEN: usize = 32;
-/// Longest time an environment can be given to live.
-const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// An environment's signing and vetting rules, ready to check.
 #[derive(Clone, Default)]
@@ -46,7 +32,8 @@ pub(crate) struct Rules {
 }
 
 impl Rules {
-    fn from_record(name: &str, rules: &EnvironmentRules) -> Result<Rules, String> {
+    /// The rules a stored record declares, or why its trusted keys do not parse.
+    pub(crate) fn from_record(name: &str, rules: &EnvironmentRules) -> Result<Rules, String> {
         let trusted_keys = rules
             .trusted_keys
             .as_deref()
@@ -74,7 +61,7 @@ impl Rules {
         if self.strict_vetting
             && let Some(report) = &release.vetting
         {
-            refusals.extend(crate::deploy::strict_vetting_refusals(
+            refusals.extend(crate::services::releases::strict_vetting_refusals(
                 &release.config,
                 report,
             ));
@@ -127,38 +114,42 @@ impl Environment {
         }
     }
 
-    /// The answer for a change to an environment removed while the change waited.
-    pub(crate) fn check_present(&self) -> Result<(), ApiError> {
+    /// Refuses a change to an environment removed while the change waited.
+    pub(crate) fn check_present(&self) -> Result<(), Missing> {
         if self.removed.load(Ordering::Acquire) {
-            return Err(no_such_environment(&self.name));
+            return Err(Missing::Environment(self.name.clone()));
         }
         Ok(())
     }
 
-    /// A live function of this environment, or a 404 that says where to look.
-    pub(crate) fn function(&self, name: &str) -> Result<Arc<LiveFunction>, ApiError> {
+    /// A live function of this environment, or an error that says where to look.
+    pub(crate) fn function(&self, name: &str) -> Result<Arc<LiveFunction>, Missing> {
         self.routes
             .load()
             .functions
             .get(name)
             .cloned()
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "no_such_function",
-                    format!(
-                        "no function named `{name}` is deployed in environment `{}`; `runway ls --env {}` lists them",
-                        self.name, self.name
-                    ),
-                )
+            .ok_or_else(|| Missing::Function {
+                function: name.to_owned(),
+                environment: self.name.clone(),
             })
     }
 }
 
-pub(crate) fn no_such_environment(name: &str) -> ApiError {
-    ApiError::not_found(
-        "no_such_environment",
-        format!("environment `{name}` does not exist; `runway env ls` lists them"),
-    )
+/// An environment or function that is not there.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum Missing {
+    /// No environment of that name (or it was removed while a change waited).
+    #[error("environment `{0}` does not exist; `runway env ls` lists them")]
+    Environment(String),
+    /// No function of that name deployed in the environment.
+    #[error(
+        "no function named `{function}` is deployed in environment `{environment}`; `runway ls --env {environment}` lists them"
+    )]
+    Function {
+        function: String,
+        environment: String,
+    },
 }
 
 /// Every environment the node serves; swapped whole when one is created or removed.
@@ -210,7 +201,8 @@ impl Environments {
             .collect()
     }
 
-    fn with(&self, added: Arc<Environment>) -> Environments {
+    /// These environments and `added`.
+    pub(crate) fn with(&self, added: Arc<Environment>) -> Environments {
         let mut by_name = self.by_name.clone();
         by_name.insert(added.name.clone(), added);
         Environments {
@@ -219,7 +211,8 @@ impl Environments {
         }
     }
 
-    fn without(&self, name: &str) -> Environments {
+    /// These environments but `name`.
+    pub(crate) fn without(&self, name: &str) -> Environments {
         let mut by_name = self.by_name.clone();
         by_name.remove(name);
         Environments {
@@ -299,565 +292,6 @@ pub(crate) fn stored_rules(record: &EnvironmentRecord) -> Rules {
     })
 }
 
-/// `POST /v1/envs`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEnvironmentRequest {
-    /// Its name (a DNS label).
-    #[schema(example = "dev")]
-    pub name: String,
-    /// Start with this environment's releases (shared by digest) and SQL schema.
-    #[serde(default)]
-    #[schema(example = "prod")]
-    pub from: Option<String>,
-    /// Remove it with everything in it after this long (`72h`, `30d`).
-    #[serde(default)]
-    pub ttl: Option<String>,
-    /// Copy the SQL rows and the key-value store too (needs `from`).
-    #[serde(default)]
-    pub copy_data: bool,
-    /// Copy the secrets too (needs `from`).
-    #[serde(default)]
-    pub copy_secrets: bool,
-    /// Require every artifact to be signed by one of these keys (a trusted-keys file's text).
-    #[serde(default)]
-    pub trusted_keys: Option<String>,
-    /// Refuse components importing a capability their policy does not grant.
-    #[serde(default)]
-    pub strict_vetting: bool,
-    /// Refuse functions in policy audit mode.
-    #[serde(default)]
-    pub production: bool,
-    /// Fire the functions' schedules (default: yes for an empty environment, no for a copy,
-    /// which would otherwise repeat the source's scheduled work).
-    #[serde(default)]
-    pub schedules: Option<bool>,
-}
-
-/// An environment as `runway env ls` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EnvironmentInfo {
-    /// Its name.
-    pub name: String,
-    /// The node's home environment (served on plain host names; never removed).
-    pub home: bool,
-    /// Where its functions answer.
-    pub url: String,
-    /// When it was created, in milliseconds since the Unix epoch.
-    pub created_at_ms: i64,
-    /// Who created it.
-    pub created_by: String,
-    /// The environment it was created from.
-    pub source: Option<String>,
-    /// When it will be removed.
-    pub expires_at_ms: Option<i64>,
-    /// Functions it serves.
-    pub functions: usize,
-    /// Invocations since it was created.
-    pub invocations: u64,
-    /// Cost since it was created.
-    pub cost: PicoUsd,
-    /// Ids of the keys one of which must sign every artifact, if any.
-    pub trusted_keys: Vec<String>,
-    /// Strict vetting is on.
-    pub strict_vetting: bool,
-    /// Audit mode is refused.
-    pub production: bool,
-    /// Its schedules do not fire.
-    #[serde(default)]
-    pub schedules_paused: bool,
-}
-
-/// What creating an environment did.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CreatedEnvironment {
-    /// The new environment.
-    pub environment: EnvironmentInfo,
-    /// Functions copied from the source, serving at once.
-    pub copied_functions: usize,
-    /// Whether SQL rows and key-value data were copied.
-    pub copied_data: bool,
-    /// Secrets copied.
-    pub copied_secrets: usize,
-    /// Time the node took, in milliseconds.
-    pub took_ms: f64,
-}
-
-/// What removing an environment did.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RemovedEnvironment {
-    /// The environment.
-    pub name: String,
-    /// Functions it served.
-    pub functions: usize,
-}
-
-fn info(shared: &Shared, env: &Environment, usage: &[runway_store::Usage]) -> EnvironmentInfo {
-    let port = shared.gateway_addr.port();
-    let url = if env.home {
-        format!("http://localhost:{port}")
-    } else {
-        format!("http://{}.localhost:{port}", env.name)
-    };
-    let (invocations, cost) = usage.iter().fold((0, PicoUsd(0)), |(n, c), u| {
-        (n + u.invocations, PicoUsd(c.0 + u.cost.0))
-    });
-    EnvironmentInfo {
-        name: env.name.clone(),
-        home: env.home,
-        url,
-        created_at_ms: env.record.created_at_ms,
-        created_by: env.record.created_by.clone(),
-        source: env.record.source.clone(),
-        expires_at_ms: env.record.expires_at_ms,
-        functions: env.routes.load().functions.len(),
-        invocations,
-        cost,
-        trusted_keys: env
-            .rules
-            .trusted_keys
-            .as_ref()
-            .map(|keys| keys.ids().into_iter().map(str::to_owned).collect())
-            .unwrap_or_default(),
-        strict_vetting: env.rules.strict_vetting,
-        production: env.rules.production,
-        schedules_paused: env.rules.paused_schedules,
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| ApiError::internal(format!("environment task failed: {err}")))?
-}
-
-async fn usage_since_creation(
-    shared: &Arc<Shared>,
-    env: &Environment,
-) -> Result<Vec<runway_store::Usage>, ApiError> {
-    let (store, name, since) = (shared.store.clone(), env.name.clone(), env.billed_since());
-    blocking(move || Ok(store.usage(&name, since)?)).await
-}
-
-/// The environments the caller may act on.
-#[utoipa::path(
-    get,
-    path = "/v1/envs",
-    tag = "environments",
-    operation_id = "list_environments",
-    responses((status = 200, description = "The home environment first.", body = Vec<EnvironmentInfo>)),
-)]
-pub(crate) async fn list(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<Vec<EnvironmentInfo>>, ApiError> {
-    let environments = shared.environments.load_full();
-    let mut visible: Vec<&Arc<Environment>> = environments
-        .all()
-        .filter(|env| {
-            caller
-                .environment
-                .as_deref()
-                .is_none_or(|scope| scope == env.name)
-        })
-        .collect();
-    visible.sort_by(|a, b| (!a.home, &a.name).cmp(&(!b.home, &b.name)));
-    let mut infos = Vec::with_capacity(visible.len());
-    for env in visible {
-        let usage = usage_since_creation(&shared, env).await?;
-        infos.push(info(&shared, env, &usage));
-    }
-    Ok(Json(infos))
-}
-
-fn unscoped(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    match &caller.environment {
-        None => Ok(()),
-        Some(scope) => Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: format!(
-                "token {} is scoped to environment `{scope}`; {what} needs a token for every environment",
-                caller.id
-            ),
-        }),
-    }
-}
-
-/// Creates an environment, empty or from another one.
-#[utoipa::path(
-    post,
-    path = "/v1/envs",
-    tag = "environments",
-    operation_id = "create_environment",
-    request_body = CreateEnvironmentRequest,
-    responses(
-        (status = 201, description = "Created.", body = CreatedEnvironment),
-        (status = 400, description = "`invalid_name`, `invalid_ttl`, `nothing_to_copy`, `invalid_trusted_keys`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: needs a token for every environment.", body = ErrorBody),
-        (status = 404, description = "`no_such_environment`: `from` does not exist.", body = ErrorBody),
-        (status = 409, description = "`environment_exists`.", body = ErrorBody),
-        (status = 422, description = "`vetting_failed`: the new rules refuse what `from` serves.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn create(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    request: Result<Json<CreateEnvironmentRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let request = crate::admin::json_body(request, "environment")?;
-    unscoped(&caller, "creating an environment")?;
-    let name = request.name.clone();
-    check_name(&name).map_err(|message| ApiError::bad_request("invalid_name", message))?;
-    let ttl = request.ttl.as_deref().map(parse_ttl).transpose()?;
-    if (request.copy_data || request.copy_secrets) && request.from.is_none() {
-        return Err(ApiError::bad_request(
-            "nothing_to_copy",
-            "--copy-data and --copy-secrets copy from the environment named by --from; add --from ENV"
-                .into(),
-        ));
-    }
-    let rules_record = EnvironmentRules {
-        trusted_keys: request.trusted_keys.clone(),
-        strict_vetting: request.strict_vetting,
-        production: request.production,
-        paused_schedules: !request.schedules.unwrap_or(request.from.is_none()),
-    };
-    let rules = Rules::from_record(&name, &rules_record)
-        .map_err(|message| ApiError::bad_request("invalid_trusted_keys", message))?;
-    let _serialised = shared.deploy_lock.lock().await;
-    let environments = shared.environments.load_full();
-    if environments.get(&name).is_some() {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "environment_exists",
-            message: format!(
-                "environment `{name}` already exists; pick another name or `runway env rm {name}` first"
-            ),
-        });
-    }
-    let source = match &request.from {
-        Some(from) => Some(
-            environments
-                .get(from)
-                .cloned()
-                .ok_or_else(|| no_such_environment(from))?,
-        ),
-        None => None,
-    };
-    let source_functions = source
-        .as_ref()
-        .map(|s| s.routes.load().functions.clone())
-        .unwrap_or_default();
-    // The new environment's rules apply to what it starts with, as to any later deploy.
-    let mut problems = Vec::new();
-    for live in source_functions.values() {
-        problems.extend(
-            rules
-                .refusals(&live.release)
-                .into_iter()
-                .map(|why| format!("function `{}`: {why}", live.name())),
-        );
-    }
-    if rules.trusted_keys.is_some() {
-        let (store, keys, digests) = (
-            shared.store.clone(),
-            rules.trusted_keys.clone(),
-            source_functions
-                .values()
-                .map(|f| (f.name().to_owned(), f.release.digest.clone()))
-                .collect::<Vec<_>>(),
-        );
-        problems.extend(
-            blocking(move || {
-                let mut refused = Vec::new();
-                for (function, digest) in digests {
-                    if let Err(why) =
-                        crate::artifacts_api::admission(store.as_ref(), keys.as_ref(), &digest)?
-                    {
-                        refused.push(format!("function `{function}`: {why}"));
-                    }
-                }
-                Ok(refused)
-            })
-            .await?,
-        );
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::unprocessable(
-            "vetting_failed",
-            format!(
-                "environment `{name}` would refuse what `{}` serves:\n{}",
-                request.from.as_deref().unwrap_or_default(),
-                problems.join("\n")
-            ),
-        ));
-    }
-    let created_at_ms = now_ms();
-    let record = EnvironmentRecord {
-        name: name.clone(),
-        created_at_ms,
-        expires_at_ms: ttl.map(|ttl| created_at_ms.saturating_add(ttl.as_millis() as i64)),
-        created_by: caller.id.clone(),
-        source: request.from.clone(),
-        rules: rules_record,
-    };
-    let (copy_data, copy_secrets) = (request.copy_data, request.copy_secrets);
-    let worker = shared.clone();
-    let stored = record.clone();
-    let (releases, copied_secrets) = blocking(move || {
-        let capabilities = &worker.capabilities;
-        // Whatever a removed environment of this name left on disk goes first.
-        capabilities.forget_environment(&stored.name);
-        let secrets = match (&stored.source, copy_secrets) {
-            (Some(source), true) => reseal_secrets(&worker, source, &stored.name)?,
-            _ => Vec::new(),
-        };
-        if let Some(source) = &stored.source {
-            capabilities
-                .copy_environment_data(source, &stored.name, copy_data)
-                .map_err(|err| ApiError::internal(err.to_string()))?;
-        }
-        let created = worker
-            .store
-            .create_environment(&stored, &secrets)
-            .inspect_err(|_| capabilities.forget_environment(&stored.name))?;
-        if created.is_none() {
-            return Err(ApiError {
-                status: StatusCode::CONFLICT,
-                code: "environment_exists",
-                message: format!("environment `{}` already exists", stored.name),
-            });
-        }
-        Ok((worker.store.current_releases(&stored.name)?, secrets.len()))
-    })
-    .await?;
-    let mut functions = std::collections::BTreeMap::new();
-    for release in releases {
-        let name = release.config.name.to_string();
-        // The same compiled code, shared: nothing is copied or compiled again.
-        let Some(source) = source_functions
-            .get(&name)
-            .filter(|s| s.release.digest == release.digest)
-        else {
-            continue;
-        };
-        let capabilities = shared
-            .capabilities
-            .for_release(&release)
-            .map_err(|err| ApiError::internal(err.to_string()))?;
-        let live = LiveFunction::new(
-            release,
-            source.prepared.clone(),
-            capabilities,
-            &shared.runtime,
-            &shared.metrics,
-        );
-        live.revoked
-            .store(source.revoked.load(Ordering::Acquire), Ordering::Release);
-        functions.insert(name, Arc::new(live));
-    }
-    let copied_functions = functions.len();
-    let env = Arc::new(Environment::new(
-        record,
-        rules,
-        false,
-        RouteTable::new(functions),
-        ApiKeyTable::default(),
-    ));
-    shared
-        .environments
-        .store(Arc::new(environments.with(env.clone())));
-    shared
-        .metrics
-        .set_function_total(&shared.environments.load());
-    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let detail = format!(
-        "from {} ({} functions{}{}), ttl {}",
-        request.from.as_deref().unwrap_or("nothing"),
-        copied_functions,
-        if copy_data { ", with data" } else { "" },
-        if copy_secrets { ", with secrets" } else { "" },
-        request.ttl.as_deref().unwrap_or("none")
-    );
-    let response = CreatedEnvironment {
-        environment: info(&shared, &env, &[]),
-        copied_functions,
-        copied_data: copy_data,
-        copied_secrets,
-        took_ms,
-    };
-    Ok(noted(
-        (StatusCode::CREATED, Json(response)),
-        AuditNote::new(name, detail),
-    ))
-}
-
-fn parse_ttl(text: &str) -> Result<Duration, ApiError> {
-    let ttl = humantime::parse_duration(text).map_err(|err| {
-        ApiError::bad_request(
-            "invalid_ttl",
-            format!("invalid --ttl `{text}`: {err} (write e.g. 30m, 72h or 14d)"),
-        )
-    })?;
-    if ttl.is_zero() || ttl > MAX_TTL {
-        return Err(ApiError::bad_request(
-            "invalid_ttl",
-            format!("--ttl {text} is out of range: give more than 0 and at most 365d"),
-        ));
-    }
-    Ok(ttl)
-}
-
-/// The source's secrets, opened and sealed again for the new environment (a sealed value
-/// is bound to its environment's name).
-fn reseal_secrets(
-    shared: &Shared,
-    source: &str,
-    target: &str,
-) -> Result<Vec<(String, StoredSecret)>, ApiError> {
-    let vault = &shared.capabilities.vault;
-    let mut sealed = Vec::new();
-    for info in shared.store.secrets(source)? {
-        let Some(stored) = shared.store.secret(source, &info.name)? else {
-            continue;
-        };
-        let value = vault
-            .open(
-                source,
-                &info.name,
-                &runway_cap_config::Sealed {
-                    nonce: stored.nonce,
-                    ciphertext: stored.ciphertext,
-                },
-            )
-            .map_err(|err| ApiError::internal(err.to_string()))?;
-        let again = vault.seal(target, &info.name, &value);
-        sealed.push((
-            info.name,
-            StoredSecret {
-                nonce: again.nonce,
-                ciphertext: again.ciphertext,
-            },
-        ));
-    }
-    Ok(sealed)
-}
-
-/// Removes an environment with its functions, data, secrets, keys, tokens, jobs and logs.
-#[utoipa::path(
-    delete,
-    path = "/v1/envs/{name}",
-    tag = "environments",
-    operation_id = "remove_environment",
-    params(("name" = String, Path, description = "The environment.")),
-    responses(
-        (status = 200, description = "Removed, with its functions, data, secrets, keys, jobs and logs.", body = RemovedEnvironment),
-        (status = 403, description = "`forbidden`: needs a token for every environment.", body = ErrorBody),
-        (status = 404, description = "`no_such_environment`.", body = ErrorBody),
-        (status = 409, description = "`home_environment`: the node's home environment is never removed.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn remove(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    unscoped(&caller, "removing an environment")?;
-    let removed = remove_environment(&shared, &name).await?;
-    let detail = format!("{} functions", removed.functions);
-    Ok(noted(Json(removed), AuditNote::new(name, detail)))
-}
-
-/// Removes an environment: it stops serving at once, then its rows and files go.
-pub(crate) async fn remove_environment(
-    shared: &Arc<Shared>,
-    name: &str,
-) -> Result<RemovedEnvironment, ApiError> {
-    let _serialised = shared.deploy_lock.lock().await;
-    let environments = shared.environments.load_full();
-    let env = environments
-        .get(name)
-        .cloned()
-        .ok_or_else(|| no_such_environment(name))?;
-    if env.home {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "home_environment",
-            message: format!("`{name}` is this node's home environment and cannot be removed"),
-        });
-    }
-    env.removed.store(true, Ordering::Release);
-    shared
-        .environments
-        .store(Arc::new(environments.without(name)));
-    let functions = env.routes.load().functions.clone();
-    for function in functions.values() {
-        shared.metrics.forget_function(function.name(), name);
-    }
-    shared
-        .metrics
-        .set_function_total(&shared.environments.load());
-    let worker = shared.clone();
-    let target = name.to_owned();
-    blocking(move || {
-        worker.store.remove_environment(&target, now_ms())?;
-        worker.capabilities.forget_environment(&target);
-        Ok(())
-    })
-    .await?;
-    Ok(RemovedEnvironment {
-        name: name.to_owned(),
-        functions: functions.len(),
-    })
-}
-
-/// Removes environments whose time is up, audited as `system`.
-pub(crate) async fn remove_expired(shared: &Arc<Shared>, now: i64) {
-    let expired: Vec<(String, i64)> = shared
-        .environments
-        .load()
-        .all()
-        .filter_map(|env| {
-            env.record
-                .expires_at_ms
-                .filter(|at| *at <= now)
-                .map(|at| (env.name.clone(), at))
-        })
-        .collect();
-    for (name, at) in expired {
-        let outcome = remove_environment(shared, &name).await;
-        let (status, result, detail) = match &outcome {
-            Ok(removed) => (
-                200,
-                "ok",
-                format!(
-                    "its time was up at {}; removed with {} functions",
-                    crate::lifespan::format_ms(at),
-                    removed.functions
-                ),
-            ),
-            Err(err) => (err.status.as_u16(), "failed", err.message.clone()),
-        };
-        match &outcome {
-            Ok(_) => tracing::info!(environment = %name, "environment expired and was removed"),
-            Err(err) => {
-                tracing::error!(environment = %name, error = %err.message, "removing an expired environment failed")
-            }
-        }
-        // Recorded in the home environment: the removed one's log can no longer be read.
-        let home = shared.environments.load().home.name.clone();
-        crate::auth::audit(
-            shared,
-            ControlAuditRecord::now(&home, "system", "env.expire", &name, status, result, detail),
-        )
-        .await;
-    }
-}
-
 /// Loads every environment in the store (registering the home one), each with its
 /// functions, sharing compiled code between environments that run the same artifact.
 pub(crate) fn restore_all(
@@ -873,7 +307,7 @@ pub(crate) fn restore_all(
     let mut summary = crate::RestoreSummary::default();
     let mut prepared = HashMap::new();
     let mut load = |record: EnvironmentRecord, rules: Rules, home: bool| {
-        let routes = crate::deploy::restore(
+        let routes = crate::services::releases::restore(
             store,
             runtime,
             metrics,

@@ -39,7 +39,7 @@ where
             .headers_mut()
             .insert(HOST, HeaderValue::from_static("localhost"));
     }
-    let slot = match invocation::admit(&function, crate::auth::now_ms(), &shared.cluster) {
+    let slot = match invocation::admit(&function, crate::now_ms(), &shared.cluster) {
         Ok(slot) => slot,
         Err(refusal) => return refused(shared, &function, refusal),
     };

@@ -14,9 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::headers::{Credentials, strip_caller_headers};
+use crate::headers::{Credentials, is_removed, strip_caller_headers};
 use crate::invocation;
-use crate::live::RouteMatch;
+use crate::live::{LiveFunction, RouteMatch};
 
 pub use crate::execute::{API_KEY_ID_HEADER, REQUEST_ID_HEADER};
 use crate::execute::{invoke, plain, refused};
@@ -104,8 +104,7 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let keys = env.api_keys.load();
-        match invocation::check_caller(auth, &function, &keys, authorization, crate::auth::now_ms())
-        {
+        match invocation::check_caller(auth, &function, &keys, authorization, crate::now_ms()) {
             Err(refusal) => return refused(shared, &function, refusal),
             Ok(invocation::Admitted::ApiKey(id)) => {
                 // The key is the platform's credential, not the function's: it gets the id.
@@ -120,11 +119,11 @@ async fn handle(shared: &Arc<Shared>, mut request: Request<Incoming>) -> Respons
     }
     if function.release.config.queue.is_some() && prefers_async(request.headers()) {
         if let Err(refusal) = invocation::check_revoked(&function)
-            .and_then(|()| invocation::check_expiry(&function, crate::auth::now_ms()))
+            .and_then(|()| invocation::check_expiry(&function, crate::now_ms()))
         {
             return refused(shared, &function, refusal);
         }
-        return crate::jobs::enqueue_request(shared, &function, request).await;
+        return enqueue_request(shared, &function, request).await;
     }
     let limit = shared.max_request_body;
     let declared = request
@@ -211,4 +210,107 @@ fn prefers_async(headers: &http::HeaderMap) -> bool {
                 .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
         })
     })
+}
+
+/// Largest body a job accepted through the gateway may carry (Lambda's asynchronous limit).
+pub const ASYNC_BODY_LIMIT: usize = 256 << 10;
+
+/// `Prefer: respond-async` on a route of a function with a queue trigger: the request is
+/// stored as a job and answered 202 with its id; the function runs from the queue.
+pub(crate) async fn enqueue_request(
+    shared: &Arc<Shared>,
+    function: &LiveFunction,
+    request: http::Request<hyper::body::Incoming>,
+) -> http::Response<runway_runtime::ResponseBody> {
+    use crate::execute::plain;
+    let (parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, ASYNC_BODY_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            let too_large = err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "an asynchronous request body may be at most {ASYNC_BODY_LIMIT} bytes\n"
+                    ),
+                )
+            } else {
+                plain(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed: {err}\n"),
+                )
+            };
+        }
+    };
+    // Credentials are not stored with the job: the caller was checked at the door, and a
+    // bearer token at rest in the queue would outlive its purpose.
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !is_removed(name.as_str(), Credentials::Strip)
+                || *name == crate::execute::API_KEY_ID_HEADER
+        })
+        .filter(|(name, _)| *name != "prefer")
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let job = crate::services::jobs::new_job(
+        function,
+        runway_store::JobSource::Queue,
+        runway_store::JobRequest {
+            method: parts.method.to_string(),
+            path,
+            headers,
+            body: body.to_vec(),
+        },
+        None,
+        crate::now_ms(),
+    );
+    let id = job.id.clone();
+    let store = shared.store.clone();
+    match tokio::task::spawn_blocking(move || store.enqueue_job(&job)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "storing an asynchronous request failed");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request could not be queued; try again\n".into(),
+            );
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "the enqueue task failed");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request could not be queued; try again\n".into(),
+            );
+        }
+    }
+    shared.job_ready.notify_one();
+    let mut response = plain(
+        StatusCode::ACCEPTED,
+        format!("{{\"id\":\"{id}\",\"state\":\"pending\"}}\n"),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert("x-runway-job-id", value);
+    }
+    response
 }

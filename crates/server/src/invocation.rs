@@ -289,7 +289,7 @@ pub(crate) fn admit(
     check_revoked(function)?;
     check_expiry(function, now_ms)?;
     let budget = function.budget.load(Ordering::Acquire);
-    if budget == crate::budgets::STOPPED {
+    if budget == crate::services::budgets::STOPPED {
         return Err(Refusal {
             status: StatusCode::PAYMENT_REQUIRED,
             reason: "budget_spent",
@@ -305,7 +305,7 @@ pub(crate) fn admit(
     let running = function.running.fetch_add(1, Ordering::AcqRel) + 1;
     function.in_flight.inc();
     let slot = Slot(function.clone(), running);
-    if budget == crate::budgets::THROTTLED && running > 1 {
+    if budget == crate::services::budgets::THROTTLED && running > 1 {
         drop(slot);
         return Err(Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,

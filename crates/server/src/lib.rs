@@ -2,34 +2,25 @@
 //! one runtime and one control-plane store.
 //!
 //! The server supplies policy (routes, prices, limits) to `runway-runtime`, which provides
-//! the mechanism. Concerns are split by module: [`gateway`] serves functions, `admin`
-//! serves the API, `deploy` turns uploads into releases, `live` holds what is served now.
+//! the mechanism. Three layers, each importing only downwards: `api` is the admin API (router,
+//! handlers, the one error mapping); `services` is what the node does (releases,
+//! environments, jobs, budgets, access) with no admin-API types; the serving core is
+//! [`gateway`], `execute` (invoke and record), `live` (what is served now) and the rest.
 //! This crate never prints; the binary decides what reaches the terminal.
 
-mod access_api;
-mod admin;
-mod artifacts_api;
-mod auth;
+mod api;
 pub mod backup;
-mod budgets;
 mod capabilities;
 mod cluster;
-mod deploy;
 mod environments;
-mod error;
 mod execute;
-mod extract;
 pub mod gateway;
 mod headers;
-mod health;
 mod invocation;
-mod jobs;
 mod lifespan;
 mod listener;
 mod live;
 mod metrics;
-mod openapi;
-mod policy_api;
 pub mod retention;
 mod services;
 
@@ -38,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use runway_meter::{MeterHandle, MeterWriter, Pricing};
@@ -49,35 +40,40 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use access_api::{
+pub use api::access::{
     ApiKeyInfo, ControlAuditResponse, CreateKeyRequest, CreateTokenRequest, CreatedKey,
     CreatedToken, ExtendRequest, TokenInfo,
 };
-pub use admin::{
+pub use api::artifacts::RevokeRequest;
+pub use api::auth::{AccessError, Bootstrap};
+pub use api::budgets::{CapacityReport, SetBudgetRequest};
+pub use api::error::{ApiError, ErrorBody};
+pub use api::health::{NodeInfo, NodesResponse, Readiness};
+pub use api::jobs::{EnqueueResponse, JobsResponse};
+pub use api::openapi::document as openapi_document;
+pub use api::policy::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
+pub use api::{
     ConfigureRequest, CostBreakdown, CostResponse, FunctionInfo, INVOKE_BODY_LIMIT, InvokeRequest,
-    InvokeResponse, LogsResponse, PromoteRequest, PromoteResponse, ReleaseInfo, RollbackRequest,
+    InvokeResponse, LogsResponse, PromoteRequest, ReleaseInfo, RollbackRequest,
 };
-pub use artifacts_api::{RevokeRequest, RevokeResponse, SignatureResponse};
-pub use auth::{AccessError, Bootstrap};
-pub use budgets::{BudgetStatus, CapacityReport, SetBudgetRequest};
 pub use capabilities::CapabilityError;
-pub use deploy::{DeployFunction, DeployRequest, DeployResponse, RestoreSummary, RollbackResponse};
-pub use environments::{
-    CreateEnvironmentRequest, CreatedEnvironment, EnvironmentInfo, RemovedEnvironment,
-};
-pub use error::{ApiError, ErrorBody};
-pub use health::{NodeInfo, NodesResponse, Readiness};
-pub use jobs::{EnqueueResponse, JobsResponse};
 pub use lifespan::{EXPIRY_WARNING, format_ms};
 pub use listener::{ConnectionLimits, fit_to_descriptors, raise_descriptor_limit};
-pub use openapi::document as openapi_document;
-pub use policy_api::{AuditResponse, SecretsResponse, SqlRowsResponse, SuggestResponse};
 pub use runway_access::Role;
 pub use runway_store::NodeRecord;
 pub use runway_store::{AuditRecord, SecretInfo};
 pub use runway_store::{Budget, BudgetKind, RevokedArtifact};
 pub use runway_store::{ControlAuditRecord, Job, JobState};
 pub use runway_store::{CostDimension, CostRow, Digest, LogEntry, Usage};
+pub use services::artifacts::{RevokeResponse, SignatureResponse};
+pub use services::budgets::BudgetStatus;
+pub use services::environments::{
+    CreateEnvironmentRequest, CreatedEnvironment, EnvironmentInfo, RemovedEnvironment,
+};
+pub use services::releases::{
+    DeployFunction, DeployRequest, DeployResponse, PromoteResponse, RestoreSummary,
+    RollbackResponse,
+};
 
 use capabilities::PlatformCapabilities;
 use metrics::Metrics;
@@ -301,7 +297,7 @@ pub(crate) struct Shared {
     /// This node among the nodes sharing the store.
     pub(crate) cluster: cluster::ClusterView,
     /// The last store check readiness made (reused for a second).
-    pub(crate) store_check: health::StoreCheck,
+    pub(crate) store_check: api::health::StoreCheck,
     /// The data folder (backups stage their copies inside it).
     pub(crate) data_dir: PathBuf,
     /// Held while a backup is written: one at a time.
@@ -370,7 +366,7 @@ impl RequestIds {
 
     pub(crate) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let ms = crate::auth::now_ms() as u64;
+        let ms = crate::now_ms() as u64;
         let a = self.high.hash_one(n);
         // Folding `a` in keeps two ids from sharing their last bits by chance alone.
         let b = self.low.hash_one((n, a));
@@ -383,6 +379,13 @@ impl RequestIds {
             b & 0xffff_ffff_ffff
         )
     }
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every record.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]
@@ -559,7 +562,7 @@ impl Node {
             .transpose()?;
         let (store, moved_aside) = open_store(&config)?;
         let bootstrap = if config.auth {
-            auth::bootstrap(
+            api::auth::bootstrap(
                 store.as_ref(),
                 &config.environment,
                 config.bootstrap_token.as_deref(),
@@ -698,20 +701,20 @@ impl Node {
         ));
         servers.spawn(cluster::follow(shared.clone(), stop.clone()));
         servers.spawn(cluster::heartbeat(shared.clone(), stop.clone()));
-        servers.spawn(jobs::work(shared.clone(), stop.clone()));
-        servers.spawn(jobs::schedule(shared.clone(), stop.clone()));
+        servers.spawn(services::worker::work(shared.clone(), stop.clone()));
+        servers.spawn(services::worker::schedule(shared.clone(), stop.clone()));
         servers.spawn(lifespan::watch(shared.clone(), stop.clone()));
         servers.spawn(retention::watch(
             shared.clone(),
             config.retention,
             stop.clone(),
         ));
-        servers.spawn(budgets::watch(
+        servers.spawn(services::budgets::watch(
             shared.clone(),
             config.budget_webhook.clone(),
             stop.clone(),
         ));
-        servers.spawn(admin::serve(
+        servers.spawn(api::serve(
             admin,
             shared.clone(),
             admin_connections,
@@ -762,7 +765,7 @@ impl Node {
         ttl: Duration,
         label: &str,
     ) -> Result<String, StoreError> {
-        let (record, secret) = auth::create_token(
+        let (record, secret) = api::auth::create_token(
             self.shared.store.as_ref(),
             role,
             None,

@@ -32,8 +32,8 @@ pub(crate) async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let now = crate::auth::now_ms();
-        crate::environments::remove_expired(&shared, now).await;
+        let now = crate::now_ms();
+        crate::services::environments::remove_expired(&shared, now).await;
         let functions = shared
             .environments
             .load()

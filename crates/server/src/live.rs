@@ -75,7 +75,7 @@ impl LiveFunction {
         });
         let expires_at_ms = release.config.expires.as_ref().map(|e| e.at_ms());
         if let Some(at) = expires_at_ms {
-            let left = at - crate::auth::now_ms();
+            let left = at - crate::now_ms();
             metrics
                 .expires_at
                 .with_label_values(&labels)

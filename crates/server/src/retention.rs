@@ -76,7 +76,7 @@ pub(crate) async fn watch(shared: Arc<Shared>, retention: Retention, stop: Cance
             let Some(keep) = retention.of(what) else {
                 continue;
             };
-            let before_ms = crate::auth::now_ms() - keep.as_millis() as i64;
+            let before_ms = crate::now_ms() - keep.as_millis() as i64;
             loop {
                 let store = shared.store.clone();
                 let deleted =

@@ -108,6 +108,23 @@ fn async_invocations_are_acknowledged_at_once_retried_with_backoff_and_dead_lett
     let unknown = node.cli(&["queue", "show", "j-nope"]);
     assert!(unknown.failed().contains("404"), "{}", unknown.stderr);
 
+    // A request that is not valid HTTP is refused at once, not stored to dead-letter later
+    // (a header name that is not a token, with a multi-byte character at byte 9).
+    let before = node.cli(&["queue", "ls", "--all", "--json"]).json();
+    let refused = node
+        .admin_request(
+            reqwest::Method::POST,
+            "/v1/functions/nightly/enqueue",
+            Some(ADMIN_TOKEN),
+        )
+        .json(&serde_json::json!({"path": "/run", "headers": {"0\u{c9}TI ix\u{fd}": "v"}}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert_eq!(node.cli(&["queue", "ls", "--all", "--json"]).json(), before);
+
     // Jobs held back by max_concurrency wait without spending attempts.
     let slow: Vec<String> = (0..3).map(|_| enqueue(&node, "/run?ms=300")).collect();
     for id in &slow {

@@ -1,34 +1,25 @@
-//! Asynchronous invocations and schedules: jobs are stored durably before they are
+//! The queue's worker and the scheduler: jobs are stored durably before they are
 //! acknowledged, run at least once by a worker with retries and exponential backoff, and
 //! dead-lettered after their last attempt. Schedule ticks are claimed in the store, so each
-//! tick enqueues one run however often nodes restart.
+//! tick enqueues one run however often nodes restart. Both run through the same "invoke and
+//! record" path as the gateway (`execute`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Extension, State};
-use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
-use runway_manifest::{MissedTicks, QueueTrigger, ScheduleTrigger};
+use runway_manifest::{MissedTicks, ScheduleTrigger};
 use runway_store::{Job, JobRequest, JobResult, JobSource, JobState, JobUpdate};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::admin::{InvokeRequest, blocking};
-use crate::auth::{AuditNote, noted, now_ms};
-use crate::environments::Environment;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Path, Query};
-use crate::headers::{Credentials, is_removed};
 use crate::live::LiveFunction;
-use crate::services::jobs::Jobs as JobService;
+use crate::now_ms;
+use crate::services::jobs::{new_job, queue_settings};
 
 /// Marks the run a schedule enqueues for a tick missed while no node ran.
 const MISSED_TICK_HEADER: &str = "x-runway-missed-tick";
@@ -48,336 +39,6 @@ const SHARED_LEASE: Duration = Duration::from_secs(15);
 const SHARED_LEASE_CHECK: Duration = Duration::from_secs(3);
 /// How much of a job's response body is kept.
 const RESULT_BODY_LIMIT: usize = 64 << 10;
-
-/// The answer to an enqueue: the job's id, at once.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EnqueueResponse {
-    /// The job id, for `runway queue show`.
-    pub id: String,
-    /// Its state (pending).
-    pub state: JobState,
-}
-
-/// A page of jobs.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobsResponse {
-    /// Jobs, newest first.
-    pub jobs: Vec<Job>,
-}
-
-fn queue_settings(function: &LiveFunction) -> QueueTrigger {
-    function.release.config.queue.clone().unwrap_or_default()
-}
-
-fn new_job(
-    function: &LiveFunction,
-    source: JobSource,
-    request: JobRequest,
-    scheduled_for_ms: Option<i64>,
-    now: i64,
-) -> Job {
-    Job {
-        id: format!("j-{}", runway_access::random_id()),
-        environment: function.release.environment.clone(),
-        function: function.name().to_owned(),
-        source,
-        request,
-        state: JobState::Pending,
-        attempts: 0,
-        max_attempts: queue_settings(function).max_attempts,
-        next_run_at_ms: now,
-        last_error: None,
-        result: None,
-        scheduled_for_ms,
-        created_at_ms: now,
-        updated_at_ms: now,
-    }
-}
-
-/// Stores an asynchronous invocation as a job, then answers 202 with its id.
-#[utoipa::path(
-    post,
-    path = "/v1/functions/{name}/enqueue",
-    tag = "jobs",
-    params(("name" = String, Path, description = "The function.", example = "hello")),
-    request_body = InvokeRequest,
-    responses(
-        (status = 202, description = "Stored; it runs from the queue.", body = EnqueueResponse),
-        (status = 404, description = "`no_such_function`.", body = ErrorBody),
-        (status = 409, description = "`artifact_revoked`: its artifact was revoked.", body = ErrorBody),
-        (status = 410, description = "`function_expired`.", body = ErrorBody),
-        (status = 422, description = "`no_queue_trigger`: the function takes no asynchronous invocations.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn enqueue(
-    State(shared): State<Arc<Shared>>,
-    Extension(env): Extension<Arc<Environment>>,
-    Path(name): Path<String>,
-    request: Result<Json<InvokeRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let request = crate::admin::json_body(request, "enqueue")?;
-    let live = env.function(&name)?;
-    if live.release.config.queue.is_none() {
-        return Err(ApiError::unprocessable(
-            "no_queue_trigger",
-            format!(
-                "function `{name}` has no queue trigger; add `[[function.trigger]]` with \
-                 `queue = {{}}` to its manifest to accept asynchronous invocations"
-            ),
-        ));
-    }
-    if let Err(refusal) = crate::invocation::check_revoked(&live) {
-        // The gateway answers 503; for the admin API it is a state of the function, not a
-        // failure of the node.
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            code: "artifact_revoked",
-            message: refusal.message.trim_end().to_owned(),
-        });
-    }
-    if let Err(refusal) = crate::invocation::check_expiry(&live, now_ms()) {
-        return Err(ApiError {
-            status: refusal.status,
-            code: "function_expired",
-            message: refusal.message.trim_end().to_owned(),
-        });
-    }
-    let (method, path) = crate::admin::method_and_path(&live, &request);
-    let job = new_job(
-        &live,
-        JobSource::Queue,
-        JobRequest {
-            method,
-            path,
-            headers: request
-                .headers
-                .into_iter()
-                .filter(|(name, _)| !is_removed(name, Credentials::Strip))
-                .collect(),
-            body: request.body.unwrap_or_default().into_bytes(),
-        },
-        None,
-        now_ms(),
-    );
-    let id = job.id.clone();
-    {
-        let shared = shared.clone();
-        blocking(move || Ok(shared.store.enqueue_job(&job)?)).await?;
-    }
-    shared.job_ready.notify_one();
-    Ok(noted(
-        (
-            StatusCode::ACCEPTED,
-            Json(EnqueueResponse {
-                id: id.clone(),
-                state: JobState::Pending,
-            }),
-        ),
-        AuditNote::new(name, format!("job {id}")),
-    ))
-}
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct JobsQuery {
-    /// Comma-separated states (`pending`, `running`, `succeeded`, `dead`); default
-    /// `pending,running,dead`.
-    state: Option<String>,
-    /// Jobs at most (default 100, at most 10,000).
-    limit: Option<u32>,
-}
-
-/// Largest body a job accepted through the gateway may carry (Lambda's asynchronous limit).
-pub const ASYNC_BODY_LIMIT: usize = 256 << 10;
-
-/// `Prefer: respond-async` on a route of a function with a queue trigger: the request is
-/// stored as a job and answered 202 with its id; the function runs from the queue.
-pub(crate) async fn enqueue_request(
-    shared: &Arc<Shared>,
-    function: &LiveFunction,
-    request: http::Request<hyper::body::Incoming>,
-) -> http::Response<runway_runtime::ResponseBody> {
-    use crate::execute::plain;
-    let (parts, body) = request.into_parts();
-    let body = match http_body_util::Limited::new(body, ASYNC_BODY_LIMIT)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(err) => {
-            let too_large = err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if too_large {
-                plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "an asynchronous request body may be at most {ASYNC_BODY_LIMIT} bytes\n"
-                    ),
-                )
-            } else {
-                plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the request body failed: {err}\n"),
-                )
-            };
-        }
-    };
-    // Credentials are not stored with the job: the caller was checked at the door, and a
-    // bearer token at rest in the queue would outlive its purpose.
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| {
-            !is_removed(name.as_str(), Credentials::Strip)
-                || *name == crate::execute::API_KEY_ID_HEADER
-        })
-        .filter(|(name, _)| *name != "prefer")
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
-        .collect();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let job = new_job(
-        function,
-        JobSource::Queue,
-        JobRequest {
-            method: parts.method.to_string(),
-            path,
-            headers,
-            body: body.to_vec(),
-        },
-        None,
-        now_ms(),
-    );
-    let id = job.id.clone();
-    let store = shared.store.clone();
-    match tokio::task::spawn_blocking(move || store.enqueue_job(&job)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, "storing an asynchronous request failed");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the request could not be queued; try again\n".into(),
-            );
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "the enqueue task failed");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the request could not be queued; try again\n".into(),
-            );
-        }
-    }
-    shared.job_ready.notify_one();
-    let mut response = plain(
-        StatusCode::ACCEPTED,
-        format!("{{\"id\":\"{id}\",\"state\":\"pending\"}}\n"),
-    );
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        "preference-applied",
-        HeaderValue::from_static("respond-async"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert("x-runway-job-id", value);
-    }
-    response
-}
-
-/// The environment's jobs, newest first.
-#[utoipa::path(
-    get,
-    path = "/v1/jobs",
-    tag = "jobs",
-    operation_id = "list_jobs",
-    params(JobsQuery),
-    responses(
-        (status = 200, description = "Jobs, newest first.", body = JobsResponse),
-        (status = 400, description = "`invalid_state`.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn list(
-    State(shared): State<Arc<Shared>>,
-    Extension(env): Extension<Arc<Environment>>,
-    Query(query): Query<JobsQuery>,
-) -> Result<Json<JobsResponse>, ApiError> {
-    let states = match query.state.as_deref() {
-        None => vec![JobState::Pending, JobState::Running, JobState::Dead],
-        Some(text) => text
-            .split(',')
-            .map(|s| match s.trim() {
-                "pending" => Ok(JobState::Pending),
-                "running" => Ok(JobState::Running),
-                "succeeded" => Ok(JobState::Succeeded),
-                "dead" => Ok(JobState::Dead),
-                other => Err(ApiError::bad_request(
-                    "invalid_state",
-                    format!("unknown job state `{other}`: use pending, running, succeeded or dead"),
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let limit = query.limit.unwrap_or(100).min(10_000);
-    let jobs = blocking(move || Ok(shared.store.jobs(&env.name, &states, limit)?)).await?;
-    Ok(Json(JobsResponse { jobs }))
-}
-
-/// One job.
-#[utoipa::path(
-    get,
-    path = "/v1/jobs/{id}",
-    tag = "jobs",
-    operation_id = "show_job",
-    params(("id" = String, Path, description = "The job's id (`j-…`).")),
-    responses(
-        (status = 200, description = "The job.", body = Job),
-        (status = 404, description = "`no_such_job`.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn show(
-    State(shared): State<Arc<Shared>>,
-    Extension(env): Extension<Arc<Environment>>,
-    Path(id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
-    let job =
-        blocking(move || Ok(JobService::new(shared.store.as_ref()).get(&env.name, &id)?)).await?;
-    Ok(Json(job))
-}
-
-/// A dead-lettered job goes back to pending, with fresh attempts.
-#[utoipa::path(
-    post,
-    path = "/v1/jobs/{id}/retry",
-    tag = "jobs",
-    operation_id = "retry_job",
-    params(("id" = String, Path, description = "The job's id (`j-…`).")),
-    responses(
-        (status = 200, description = "The job, pending again.", body = Job),
-        (status = 404, description = "`no_such_job`.", body = ErrorBody),
-        (status = 409, description = "`not_dead_lettered`: only dead-lettered jobs are retried.", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn retry(
-    State(shared): State<Arc<Shared>>,
-    Extension(env): Extension<Arc<Environment>>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let job = {
-        let (shared, id) = (shared.clone(), id.clone());
-        blocking(move || {
-            Ok(JobService::new(shared.store.as_ref()).retry(&env.name, &id, now_ms())?)
-        })
-        .await?
-    };
-    shared.job_ready.notify_one();
-    Ok(noted(Json(job), AuditNote::new(id, "back to pending")))
-}
 
 /// Runs due jobs until `stop`. On its own store a node first puts back the jobs a previous
 /// process left running; on a shared one it must not (other nodes are running theirs), and
@@ -716,7 +377,7 @@ pub(crate) async fn schedule(shared: Arc<Shared>, stop: CancellationToken) {
             // function would otherwise pile up a month of pending jobs).
             if function.expires_at_ms.is_some_and(|at| at <= now)
                 || function.budget.load(std::sync::atomic::Ordering::Acquire)
-                    == crate::budgets::STOPPED
+                    == crate::services::budgets::STOPPED
             {
                 continue;
             }

@@ -21,7 +21,7 @@ use utoipa::openapi::{
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::Shared;
-use crate::error::ErrorBody;
+use crate::api::error::ErrorBody;
 
 /// The name of the bearer-token security scheme in the document.
 const BEARER: &str = "bearer";
@@ -92,7 +92,7 @@ pub(crate) fn requires(
 
 /// The admin API's OpenAPI 3.1 document.
 pub fn document() -> OpenApi {
-    let mut doc = crate::admin::api(|_, routes| routes).into_openapi();
+    let mut doc = crate::api::api(|_, routes| routes).into_openapi();
     for (path, item) in doc.paths.paths.iter_mut() {
         for operation in operations(item) {
             shared_answers(path, operation);
@@ -400,7 +400,7 @@ mod tests {
         let doc = json();
         let documented = operations(&doc);
         let paths: BTreeSet<String> = documented.iter().map(|(_, p)| p.clone()).collect();
-        let router = crate::admin::router(node.shared.clone());
+        let router = crate::api::router(node.shared.clone());
         assert_eq!(
             served_paths(&router),
             paths,
@@ -480,7 +480,7 @@ mod tests {
         let too_large = client
             .put(format!("{base}/v1/secrets/BIG"))
             .bearer_auth(TOKEN)
-            .body(vec![b'x'; crate::extract::BODY_LIMIT + 1])
+            .body(vec![b'x'; crate::api::extract::BODY_LIMIT + 1])
             .send()
             .await
             .unwrap();

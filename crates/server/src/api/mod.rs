@@ -1,4 +1,21 @@
-//! The admin API: JSON under `/v1`, Prometheus text at `/metrics`.
+//! The admin API: JSON under `/v1`, Prometheus text at `/metrics`. Handlers parse a request,
+//! call a service (`crate::services`) and shape the answer; `error` maps every service's
+//! error to a status and a stable code in one place. This module holds the router and the
+//! handlers of functions (deploy, rollback, invoke, logs, cost); the others are by concern.
+//! Nothing outside `api` imports it, but the node's start (`serve`, the bootstrap token).
+
+pub(crate) mod access;
+pub(crate) mod artifacts;
+pub(crate) mod auth;
+pub(crate) mod backup;
+pub(crate) mod budgets;
+pub(crate) mod environments;
+pub(crate) mod error;
+pub(crate) mod extract;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod openapi;
+pub(crate) mod policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,14 +35,14 @@ use runway_store::{CostDimension, CostRow, Digest, LogEntry, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::auth::{AuditNote, Caller, Guarded, noted};
-use crate::deploy::{self, DeployRequest, DeployResponse, Provenance, RollbackResponse};
-use crate::environments::{self, Environment};
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Path, Query};
+use crate::api::auth::{AuditNote, Caller, Guarded, noted};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::{Path, Query};
+use crate::environments::Environment;
 use crate::live::LiveFunction;
-use crate::policy_api;
-use crate::{access_api, artifacts_api, jobs};
+use crate::services::releases::{
+    self, DeployRequest, DeployResponse, PromoteResponse, Provenance, RollbackResponse,
+};
 use runway_access::Role;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -209,56 +226,56 @@ pub(crate) fn api(guard: impl Fn(Role, ApiRouter) -> ApiRouter) -> ApiRouter {
         .routes(routes!(show_function))
         .routes(routes!(list_releases))
         .routes(routes!(read_logs))
-        .routes(routes!(policy_api::suggest_policy))
+        .routes(routes!(policy::suggest_policy))
         .routes(routes!(cost))
         .routes(routes!(cost_breakdown))
-        .routes(routes!(policy_api::read_audit))
-        .routes(routes!(access_api::control_audit))
-        .routes(routes!(policy_api::list_secrets))
-        .routes(routes!(access_api::list_keys))
-        .routes(routes!(artifacts_api::list_revoked))
+        .routes(routes!(policy::read_audit))
+        .routes(routes!(access::control_audit))
+        .routes(routes!(policy::list_secrets))
+        .routes(routes!(access::list_keys))
+        .routes(routes!(artifacts::list_revoked))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::show))
         .routes(routes!(environments::list))
-        .routes(routes!(crate::budgets::list))
-        .routes(routes!(crate::budgets::capacity))
-        .routes(routes!(crate::health::nodes))
+        .routes(routes!(budgets::list))
+        .routes(routes!(budgets::capacity))
+        .routes(routes!(health::nodes))
         .routes(routes!(metrics));
     let (schemas, paths, artifact) = routes!(upload_artifact, artifact_exists);
     // The handler enforces the node's limit itself, with a message that says so.
     let artifact = (schemas, paths, artifact.layer(DefaultBodyLimit::disable()));
     let deployer = OpenApiRouter::new()
         .routes(artifact)
-        .routes(routes!(artifacts_api::put_signature))
-        .routes(routes!(artifacts_api::revoke))
+        .routes(routes!(artifacts::put_signature))
+        .routes(routes!(artifacts::revoke))
         .routes(routes!(deploy_functions))
         .routes(routes!(invoke_function))
         .routes(routes!(jobs::enqueue))
-        .routes(routes!(access_api::extend))
+        .routes(routes!(access::extend))
         .routes(routes!(rollback_function))
-        .routes(routes!(policy_api::set_secret))
-        .routes(routes!(policy_api::sql_apply))
-        .routes(routes!(policy_api::sql_query))
-        .routes(routes!(access_api::create_key))
-        .routes(routes!(access_api::revoke_key))
+        .routes(routes!(policy::set_secret))
+        .routes(routes!(policy::sql_apply))
+        .routes(routes!(policy::sql_query))
+        .routes(routes!(access::create_key))
+        .routes(routes!(access::revoke_key))
         .routes(routes!(jobs::retry))
         .routes(routes!(promote_function))
         .routes(routes!(configure_function))
         .routes(routes!(environments::create))
-        .routes(routes!(crate::budgets::set))
-        .routes(routes!(crate::budgets::remove))
+        .routes(routes!(budgets::set))
+        .routes(routes!(budgets::remove))
         .routes(routes!(environments::remove));
     let admin = OpenApiRouter::new()
-        .routes(routes!(access_api::list_tokens, access_api::create_token))
-        .routes(routes!(access_api::revoke_token))
-        .routes(routes!(crate::backup::handler));
+        .routes(routes!(access::list_tokens, access::create_token))
+        .routes(routes!(access::revoke_token))
+        .routes(routes!(backup::backup));
     let guarded =
-        |role: Role, routes: ApiRouter| guard(role, crate::openapi::requires(role, routes));
-    OpenApiRouter::with_openapi(crate::openapi::base())
+        |role: Role, routes: ApiRouter| guard(role, crate::api::openapi::requires(role, routes));
+    OpenApiRouter::with_openapi(crate::api::openapi::base())
         .routes(routes!(health))
-        .routes(routes!(crate::health::livez))
-        .routes(routes!(crate::health::readyz))
-        .routes(routes!(crate::openapi::serve))
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .routes(routes!(crate::api::openapi::serve))
         .merge(guarded(Role::Viewer, viewer))
         .merge(guarded(Role::Deployer, deployer))
         .merge(guarded(Role::Admin, admin))
@@ -271,7 +288,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 shared: shared.clone(),
                 role,
             },
-            crate::auth::require,
+            crate::api::auth::require,
         ))
     })
     .split_for_parts();
@@ -403,7 +420,7 @@ async fn upload_artifact(
             }
         })?
         .to_bytes();
-    let created = deploy::upload(shared, digest.clone(), body).await?;
+    let created = releases::upload(shared, digest.clone(), body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -442,7 +459,7 @@ async fn deploy_functions(
 ) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "deploy")?;
     let response =
-        deploy::deploy_over(shared, &env, request, None, Provenance::by(&caller.id)).await?;
+        releases::deploy_over(shared, &env, request, None, Provenance::by(&caller.id)).await?;
     let target = response
         .functions
         .iter()
@@ -496,7 +513,7 @@ async fn rollback_function(
     request: Result<Json<RollbackRequest>, JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "rollback")?;
-    let response = deploy::rollback(shared, &env, name.clone(), request.to).await?;
+    let response = releases::rollback(shared, &env, name.clone(), request.to).await?;
     let detail = format!(
         "release {} -> {} ({})",
         response.from,
@@ -543,46 +560,19 @@ async fn configure_function(
     request: Result<Json<ConfigureRequest>, JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "configure")?;
-    if request.memory.is_none() && request.timeout.is_none() {
-        return Err(ApiError::bad_request(
-            "nothing_to_configure",
-            "give a memory size, a timeout, or both".into(),
-        ));
-    }
-    let live = env.function(&name)?;
-    let before = &live.release.config;
-    let mut config = before.clone();
-    let mut changes = Vec::new();
-    if let Some(memory) = request.memory {
-        changes.push(format!("memory {} -> {memory}", before.memory));
-        config.memory = memory;
-    }
-    if let Some(timeout) = request.timeout {
-        changes.push(format!("timeout {} -> {timeout}", before.timeout));
-        config.timeout = timeout;
-    }
-    let detail = changes.join(", ");
-    let response = deploy::deploy_over(
+    let changed = releases::configure(
         shared,
+        &caller.actor(),
         &env,
-        DeployRequest {
-            functions: vec![deploy::DeployFunction {
-                digest: live.release.digest.clone(),
-                config,
-            }],
-        },
-        Some((&name, live.release.number)),
-        Provenance {
-            deployed_by: caller.id.clone(),
-            origin: Some(format!(
-                "configured from release {}: {detail}",
-                live.release.number
-            )),
-        },
+        &name,
+        request.memory,
+        request.timeout,
     )
-    .await
-    .map_err(|err| err.for_function(&name))?;
-    Ok(noted(Json(response), AuditNote::new(name, detail)))
+    .await?;
+    Ok(noted(
+        Json(changed.response),
+        AuditNote::new(name, changed.detail),
+    ))
 }
 
 /// `POST /v1/functions/{name}/promote?env=TARGET`.
@@ -592,24 +582,6 @@ pub struct PromoteRequest {
     /// The environment whose serving release is deployed to the target.
     #[schema(example = "staging")]
     pub from: String,
-}
-
-/// What a promotion did.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PromoteResponse {
-    /// The function.
-    pub function: String,
-    /// The source environment.
-    pub from: String,
-    /// The release the source serves, now deployed to the target.
-    pub from_release: u32,
-    /// The target environment.
-    pub to: String,
-    /// The target's release (new unless the target already had this exact release last).
-    pub result: runway_store::DeployResult,
-    /// Things to act on soon.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
 }
 
 /// Deploys to the target environment exactly the release the source serves (same digest,
@@ -636,74 +608,15 @@ async fn promote_function(
     request: Result<Json<PromoteRequest>, JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     let request = json_body(request, "promote")?;
-    if let Some(scope) = caller.environment.as_deref().filter(|s| *s != request.from) {
-        return Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden",
-            message: format!(
-                "token {} is scoped to environment `{scope}` and cannot read `{}`",
-                caller.id, request.from
-            ),
-        });
-    }
-    let source = shared
-        .environments
-        .load()
-        .get(&request.from)
-        .cloned()
-        .ok_or_else(|| environments::no_such_environment(&request.from))?;
-    if source.name == env.name {
-        return Err(ApiError::unprocessable(
-            "same_environment",
-            format!(
-                "--from and --to both name `{}`; promote from one environment to another (use `runway rollback` within one)",
-                env.name
-            ),
-        ));
-    }
-    let live = source.function(&name)?;
-    let origin = format!(
-        "promoted from {} release {}",
-        source.name, live.release.number
-    );
-    let deployed = deploy::deploy_over(
-        shared,
-        &env,
-        DeployRequest {
-            functions: vec![deploy::DeployFunction {
-                digest: live.release.digest.clone(),
-                config: live.release.config.clone(),
-            }],
-        },
-        None,
-        Provenance {
-            deployed_by: caller.id.clone(),
-            origin: Some(origin),
-        },
-    )
-    .await
-    .map_err(|err| err.for_function(&name))?;
-    let result = deployed
-        .functions
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::internal("the promotion deployed nothing".into()))?;
+    let response = releases::promote(shared, &caller.actor(), &env, &name, &request.from).await?;
     let detail = format!(
         "{}@{} -> {}@{} ({})",
-        source.name,
-        live.release.number,
-        env.name,
-        result.release.number,
-        result.release.digest.short()
+        response.from,
+        response.from_release,
+        response.to,
+        response.result.release.number,
+        response.result.release.digest.short()
     );
-    let response = PromoteResponse {
-        function: name.clone(),
-        from: source.name.clone(),
-        from_release: live.release.number,
-        to: env.name.clone(),
-        result,
-        warnings: deployed.warnings,
-    };
     Ok(noted(Json(response), AuditNote::new(name, detail)))
 }
 
@@ -714,7 +627,7 @@ pub(crate) fn json_body<T>(
 ) -> Result<T, ApiError> {
     request.map(|Json(body)| body).map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return crate::extract::body_error(rejection.status(), rejection.body_text());
+            return crate::api::extract::body_error(rejection.status(), rejection.body_text());
         }
         ApiError::unprocessable(
             "invalid_request",
@@ -763,9 +676,7 @@ fn info(live: &LiveFunction, usage: Option<&Usage>) -> FunctionInfo {
             .as_ref()
             .map(|e| e.as_str().to_owned()),
         expires_at_ms: live.expires_at_ms,
-        retired: live
-            .expires_at_ms
-            .is_some_and(|at| at <= crate::auth::now_ms()),
+        retired: live.expires_at_ms.is_some_and(|at| at <= crate::now_ms()),
         revoked: live.revoked.load(std::sync::atomic::Ordering::Acquire),
         schedules: release
             .config
@@ -890,6 +801,26 @@ async fn list_releases(
     ))
 }
 
+/// The request `request` describes, or a 400 naming what is not valid HTTP (a header name
+/// or value, the method, the path).
+pub(crate) fn build_request<B>(
+    method: &str,
+    path: &str,
+    request: &InvokeRequest,
+    body: B,
+) -> Result<http::Request<B>, ApiError> {
+    let mut builder = http::Request::builder().method(method).uri(path);
+    for (key, value) in &request.headers {
+        builder = builder.header(key, value);
+    }
+    builder.body(body).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("cannot build the request: {err}"),
+        )
+    })
+}
+
 /// The method and path an invoke or enqueue sends: as given, else the function's first route
 /// with GET (POST when there is a body).
 pub(crate) fn method_and_path(live: &LiveFunction, request: &InvokeRequest) -> (String, String) {
@@ -937,19 +868,8 @@ async fn invoke_function(
     let request = json_body(request, "invoke")?;
     let live = env.function(&name)?;
     let (method, path) = method_and_path(&live, &request);
-    let mut builder = http::Request::builder()
-        .method(method.as_str())
-        .uri(path.as_str());
-    for (key, value) in &request.headers {
-        builder = builder.header(key, value);
-    }
-    let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
-    let mut http_request = builder.body(body).map_err(|err| {
-        ApiError::bad_request(
-            "invalid_request",
-            format!("cannot build the request: {err}"),
-        )
-    })?;
+    let body = Full::new(Bytes::from(request.body.clone().unwrap_or_default()));
+    let mut http_request = build_request(&method, &path, &request, body)?;
     crate::headers::strip_caller_headers(
         http_request.headers_mut(),
         crate::headers::Credentials::Strip,
@@ -1144,7 +1064,7 @@ pub(crate) fn parse_since(text: Option<&str>, default: Duration) -> Result<i64, 
         })?,
     };
     let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
-    Ok(crate::auth::now_ms().saturating_sub(since_ms))
+    Ok(crate::now_ms().saturating_sub(since_ms))
 }
 
 /// Whether a report covers every environment (`scope=all`, the default, for an unscoped
@@ -1270,6 +1190,6 @@ mod tests {
         let start = parse_since(Some("500000000years"), Duration::ZERO).unwrap();
         assert!(start < 0, "{start}");
         let day = parse_since(Some("24h"), Duration::ZERO).unwrap();
-        assert!((crate::auth::now_ms() - day - 86_400_000).abs() < 60_000);
+        assert!((crate::now_ms() - day - 86_400_000).abs() < 60_000);
     }
 }

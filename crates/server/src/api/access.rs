@@ -14,12 +14,12 @@ use runway_store::{ApiKeyRecord, ControlAuditRecord, TokenRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::admin::{blocking, json_body};
-use crate::auth::{AuditNote, Caller, noted, now_ms};
-use crate::deploy::{DeployFunction, DeployRequest};
+use crate::api::auth::{AuditNote, Caller, noted};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::{Path, Query};
+use crate::api::{blocking, json_body};
 use crate::environments::Environment;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Path, Query};
+use crate::now_ms;
 use crate::services::api_keys::{ApiKeys, NewApiKey};
 use crate::services::tokens::{NewToken, Tokens, manages};
 
@@ -461,7 +461,7 @@ pub struct ExtendRequest {
     params(("name" = String, Path, description = "The function.", example = "hello")),
     request_body = ExtendRequest,
     responses(
-        (status = 200, description = "The new release.", body = crate::deploy::DeployResponse),
+        (status = 200, description = "The new release.", body = crate::services::releases::DeployResponse),
         (status = 400, description = "`invalid_until`.", body = ErrorBody),
         (status = 404, description = "`no_such_function`.", body = ErrorBody),
         (status = 409, description = "`release_changed`: another deploy changed the function meanwhile.", body = ErrorBody),
@@ -476,51 +476,14 @@ pub(crate) async fn extend(
     request: Result<Json<ExtendRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "extend")?;
-    let live = env.function(&name)?;
     let until: Expiry = request
         .until
         .parse()
         .map_err(|message| ApiError::bad_request("invalid_until", message))?;
-    if until.at_ms() <= now_ms() {
-        return Err(ApiError::unprocessable(
-            "until_in_the_past",
-            format!(
-                "--until {} is in the past; give a later date",
-                until.as_str()
-            ),
-        ));
-    }
-    let before = live
-        .release
-        .config
-        .expires
-        .as_ref()
-        .map_or_else(|| "never".to_owned(), |e| e.as_str().to_owned());
-    let mut config = live.release.config.clone();
-    config.expires = Some(until.clone());
-    let response = crate::deploy::deploy_over(
-        shared.clone(),
-        &env,
-        DeployRequest {
-            functions: vec![DeployFunction {
-                digest: live.release.digest.clone(),
-                config,
-            }],
-        },
-        Some((&name, live.release.number)),
-        crate::deploy::Provenance {
-            deployed_by: caller.id.clone(),
-            origin: Some(format!("extended from release {}", live.release.number)),
-        },
-    )
-    .await
-    .map_err(|err| err.for_function(&name))?;
-    let release = response.functions.first().map_or(0, |r| r.release.number);
+    let changed =
+        crate::services::releases::extend(shared, &caller.actor(), &env, &name, until).await?;
     Ok(noted(
-        Json(response),
-        AuditNote::new(
-            name,
-            format!("expires {before} -> {}, release {release}", until.as_str()),
-        ),
+        Json(changed.response),
+        AuditNote::new(name, changed.detail),
     ))
 }

@@ -7,7 +7,7 @@ use http::StatusCode;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// The query string, parsed; a malformed one is `400 invalid_query`.
 pub(crate) struct Query<T>(pub(crate) T);

@@ -16,9 +16,9 @@ use runway_store::NodeRecord;
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::Query;
 use crate::cluster::NODE_TIMEOUT;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::Query;
 
 /// How long readiness waits for the store before it calls the node unready.
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -167,7 +167,7 @@ pub(crate) async fn nodes(
     Query(query): Query<NodesQuery>,
 ) -> Result<Json<NodesResponse>, ApiError> {
     let store = shared.store.clone();
-    let now = crate::auth::now_ms();
+    let now = crate::now_ms();
     let cutoff = now - NODE_TIMEOUT.as_millis() as i64;
     let since = if query.all { now - 3_600_000 } else { cutoff };
     let nodes = tokio::task::spawn_blocking(move || store.nodes(since))

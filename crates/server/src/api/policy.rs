@@ -10,11 +10,11 @@ use runway_store::{AuditRecord, SecretInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
-use crate::admin::blocking;
+use crate::api::blocking;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::extract::{Body, Path, Query};
 use crate::capabilities::store_secret;
 use crate::environments::Environment;
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Body, Path, Query};
 
 /// A page of the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

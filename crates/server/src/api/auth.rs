@@ -2,7 +2,7 @@
 //! scope allow it, and every change (or refusal) is written to the control-plane audit log.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -12,7 +12,9 @@ use runway_access::{Role, SecretHash};
 use runway_store::{ControlAuditRecord, ControlStore, StoreError, TokenRecord};
 
 use crate::Shared;
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::now_ms;
+use crate::services::audit;
 
 /// Who is calling, once their token checked out.
 #[derive(Debug, Clone)]
@@ -54,12 +56,6 @@ pub(crate) fn noted(response: impl IntoResponse, note: AuditNote) -> Response {
     let mut response = response.into_response();
     response.extensions_mut().insert(note);
     response
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A role requirement for a group of routes.
@@ -247,7 +243,7 @@ pub(crate) async fn require(
         }
         None if route.starts_with("/v1/envs") => {}
         None => {
-            let error = crate::environments::no_such_environment(&env_name);
+            let error = crate::api::error::no_such_environment(&env_name);
             if method != Method::GET && method != Method::HEAD {
                 let record = ControlAuditRecord::now(
                     &env_name,
@@ -404,17 +400,6 @@ async fn authenticate(
         id: token.id.clone(),
         environment: token.environment.clone(),
     })
-}
-
-/// Writes one control-plane audit record; a failure is logged, never hidden from the log.
-pub(crate) async fn audit(shared: &Arc<Shared>, record: ControlAuditRecord) {
-    let store = shared.store.clone();
-    let written = tokio::task::spawn_blocking(move || store.append_control_audit(&record)).await;
-    match written {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => tracing::error!(error = %err, "writing the control-plane audit log failed"),
-        Err(err) => tracing::error!(error = %err, "the audit task failed"),
-    }
 }
 
 /// The bootstrap admin token this start created, if it created one.
