@@ -32,8 +32,9 @@
 //!   different jobs without waiting on each other.
 //! - **Records.** A batch is inserted with one statement of `UNNEST`ed arrays,
 //!   `ON CONFLICT (request_id) DO NOTHING RETURNING request_id`; only the records that
-//!   statement stored get log lines and go into the hourly rollups, in the same transaction,
-//!   so a retried batch counts once.
+//!   statement stored get log lines (binary `COPY`) and go into the hourly rollups, in the
+//!   same transaction, so a retried batch counts once. Invocations carry one secondary index
+//!   (by start time): the rollups answer every other question.
 //! - **Node-local state.** Compiled-code checksums describe files in one node's own cache,
 //!   so they live in that node's folder (`compiled-checksums.json`), not in the shared
 //!   database.

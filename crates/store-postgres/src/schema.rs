@@ -15,7 +15,8 @@ const MIGRATION_LOCK: i64 = 0x7275_6e77_6179_0001;
 /// Text columns that are names or ids sort and compare byte by byte (`COLLATE "C"`), as they
 /// do in SQLite, whatever the database's locale: listings come back in the same order from
 /// both backends.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE artifacts (
     digest      TEXT COLLATE "C" PRIMARY KEY,
     size        BIGINT NOT NULL,
@@ -261,7 +262,16 @@ CREATE TRIGGER revoked_artifacts_changes AFTER INSERT OR UPDATE OR DELETE ON rev
     FOR EACH STATEMENT EXECUTE FUNCTION runway_changed();
 CREATE TRIGGER budgets_changes AFTER INSERT OR UPDATE OR DELETE ON budgets
     FOR EACH STATEMENT EXECUTE FUNCTION runway_changed();
-"#];
+"#,
+    // Invocations are read only by start time (the current hour's part of a bill, and
+    // retention), which `invocations_by_start` serves; the hourly rollups answer every other
+    // question. The per-function and per-environment indexes cost every insert two more
+    // index entries and served no query.
+    r#"
+DROP INDEX IF EXISTS invocations_by_function;
+DROP INDEX IF EXISTS invocations_by_time;
+"#,
+];
 
 /// The newest schema version this binary knows.
 pub(crate) const SUPPORTED_VERSION: i64 = MIGRATIONS.len() as i64;

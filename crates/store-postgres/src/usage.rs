@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
 use postgres::{Client, Row, Statement, Transaction};
 use runway_meter::{InvocationRecord, LogStream, PicoUsd, RecordSink, SinkError};
 use runway_store::rules::{HOUR_MS, first_whole_hour, hourly_rollups};
@@ -24,7 +26,6 @@ pub struct PostgresRecordSink {
 /// The sink's statements, prepared once per connection (each batch then skips the parse).
 struct SinkStatements {
     insert_records: Statement,
-    insert_logs: Statement,
     add_to_rollups: Statement,
 }
 
@@ -39,13 +40,21 @@ const INSERT_RECORDS: &str =
      ON CONFLICT (request_id) DO NOTHING
      RETURNING request_id";
 
-/// Stores the log lines of the records just stored, in the batch's order.
-const INSERT_LOGS: &str =
-    "INSERT INTO logs (environment, function, request_id, at_ms, stream, line)
-     SELECT environment, function, request_id, at_ms, stream, line
-     FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[])
-       WITH ORDINALITY AS l(environment, function, request_id, at_ms, stream, line, n)
-     ORDER BY n";
+/// Stores the log lines of the records just stored, in the batch's order: binary `COPY`,
+/// the server's fastest way in (no statement to plan, no arrays to unpack), which matters
+/// because a record has one or two lines.
+const COPY_LOGS: &str =
+    "COPY logs (environment, function, request_id, at_ms, stream, line) FROM STDIN BINARY";
+
+/// The column types of `COPY_LOGS`, in order.
+const LOG_COLUMNS: [Type; 6] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+];
 
 /// Adds the hours of the records just stored to the rollups.
 const ADD_TO_ROLLUPS: &str =
@@ -79,7 +88,6 @@ impl PostgresRecordSink {
             let action = "preparing to write records";
             let statements = SinkStatements {
                 insert_records: client.prepare(INSERT_RECORDS).map_err(db(action))?,
-                insert_logs: client.prepare(INSERT_LOGS).map_err(db(action))?,
                 add_to_rollups: client.prepare(ADD_TO_ROLLUPS).map_err(db(action))?,
             };
             self.connection = Some((client, statements));
@@ -158,48 +166,22 @@ fn write_records(
     if new.is_empty() {
         return Ok(());
     }
-    let mut lines = LogLines::default();
+    let mut logs = BinaryCopyInWriter::new(tx.copy_in(COPY_LOGS)?, &LOG_COLUMNS);
     for record in &new {
         for (stream, line) in record.log_lines() {
-            lines.push(record, stream, line);
+            let line = without_nul(line);
+            logs.write(&[
+                &record.environment,
+                &record.function,
+                &record.request_id,
+                &record.started_at_ms,
+                &stream.as_str(),
+                &line,
+            ])?;
         }
     }
-    if !lines.line.is_empty() {
-        tx.execute(
-            &statements.insert_logs,
-            &[
-                &lines.environment,
-                &lines.function,
-                &lines.request_id,
-                &lines.at_ms,
-                &lines.stream,
-                &lines.line,
-            ],
-        )?;
-    }
+    logs.finish()?;
     add_to_rollups(tx, statements, &new)
-}
-
-/// Log lines of a batch as columns, for one insert.
-#[derive(Default)]
-struct LogLines<'a> {
-    environment: Vec<&'a str>,
-    function: Vec<&'a str>,
-    request_id: Vec<&'a str>,
-    at_ms: Vec<i64>,
-    stream: Vec<&'static str>,
-    line: Vec<String>,
-}
-
-impl<'a> LogLines<'a> {
-    fn push(&mut self, record: &'a InvocationRecord, stream: LogStream, line: String) {
-        self.environment.push(&record.environment);
-        self.function.push(&record.function);
-        self.request_id.push(&record.request_id);
-        self.at_ms.push(record.started_at_ms);
-        self.stream.push(stream.as_str());
-        self.line.push(without_nul(line));
-    }
 }
 
 /// Adds newly stored records to their hours: one upsert for the whole batch.
