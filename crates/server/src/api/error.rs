@@ -72,23 +72,28 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        match err {
-            // The caller can retry: say so, with the detail in the node's log.
-            StoreError::Unavailable { .. } => {
-                tracing::warn!(error = %err, "the store is unreachable");
-                ApiError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    code: "store_unavailable",
-                    message: "the node cannot reach its store right now; retry shortly".into(),
-                }
+        store_answer(&err)
+    }
+}
+
+/// The answer for a failing store: 503 when the caller can retry (with the detail in the
+/// node's log), 501 for what this backend does not do, 500 otherwise.
+fn store_answer(err: &StoreError) -> ApiError {
+    match err {
+        StoreError::Unavailable { .. } => {
+            tracing::warn!(error = %err, "the store is unreachable");
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "store_unavailable",
+                message: "the node cannot reach its store right now; retry shortly".into(),
             }
-            StoreError::Unsupported { .. } => ApiError {
-                status: StatusCode::NOT_IMPLEMENTED,
-                code: "unsupported_by_store",
-                message: err.to_string(),
-            },
-            err => ApiError::internal(err.to_string()),
         }
+        StoreError::Unsupported { .. } => ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            code: "unsupported_by_store",
+            message: err.to_string(),
+        },
+        err => ApiError::internal(err.to_string()),
     }
 }
 
@@ -110,229 +115,193 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::services::api_keys::ApiKeyError> for ApiError {
-    fn from(err: crate::services::api_keys::ApiKeyError) -> ApiError {
-        use crate::services::api_keys::ApiKeyError;
-        match err {
-            ApiKeyError::InvalidTtl(message) => ApiError::bad_request("invalid_ttl", message),
-            ApiKeyError::InvalidRate(message) => ApiError::bad_request("invalid_rate", message),
-            err @ ApiKeyError::NoSuchKey(_) => ApiError::not_found("no_such_key", err.to_string()),
-            err @ ApiKeyError::NoSuchEnvironment(_) => {
-                ApiError::not_found("no_such_environment", err.to_string())
-            }
-            ApiKeyError::Store(err) => err.into(),
-        }
+/// A service error's answer: a status and a stable code decided here, the error's own text
+/// as the message; a store failure or a missing environment or function answers as those do.
+trait Answer: std::fmt::Display {
+    fn answer(&self) -> ApiError;
+}
+
+/// The answer of `err` with `status` and `code`.
+fn said(err: &impl std::fmt::Display, status: StatusCode, code: &'static str) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: err.to_string(),
     }
 }
 
-impl From<crate::services::tokens::TokenError> for ApiError {
-    fn from(err: crate::services::tokens::TokenError) -> ApiError {
-        use crate::services::tokens::TokenError;
-        let (status, code) = match &err {
-            TokenError::InvalidTtl(_) => (StatusCode::BAD_REQUEST, "invalid_ttl"),
-            TokenError::ForeignScope { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            TokenError::NoSuchEnvironment(_) => (StatusCode::NOT_FOUND, "no_such_environment"),
-            TokenError::NoSuchToken(_) => (StatusCode::NOT_FOUND, "no_such_token"),
-            TokenError::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already_revoked"),
-            TokenError::LastAdminToken(_) => (StatusCode::CONFLICT, "last_admin_token"),
-            TokenError::Store(_) => {
-                let TokenError::Store(err) = err else {
-                    unreachable!("matched above")
-                };
-                return err.into();
+/// `From<E> for ApiError` through [`Answer`], so handlers can use `?` on service results.
+macro_rules! answered {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for ApiError {
+            fn from(err: $error) -> ApiError {
+                err.answer()
             }
-        };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-        }
-    }
+        })*
+    };
 }
 
-impl From<crate::services::budgets::BudgetError> for ApiError {
-    fn from(err: crate::services::budgets::BudgetError) -> ApiError {
-        use crate::services::budgets::BudgetError;
-        let (status, code) = match &err {
-            BudgetError::MissingScope(_) => (StatusCode::BAD_REQUEST, "missing_scope"),
-            BudgetError::OwnerNeedsEveryEnvironment | BudgetError::OutsideScope { .. } => {
-                (StatusCode::FORBIDDEN, "forbidden")
-            }
-            BudgetError::NoSuchFunction { .. } => (StatusCode::NOT_FOUND, "no_such_function"),
-            BudgetError::NoSuchBudget(_) => (StatusCode::NOT_FOUND, "no_such_budget"),
-            BudgetError::Store(_) => {
-                let BudgetError::Store(err) = err else {
-                    unreachable!("matched above")
-                };
-                return err.into();
-            }
-        };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-        }
-    }
-}
-
-impl From<crate::services::jobs::JobError> for ApiError {
-    fn from(err: crate::services::jobs::JobError) -> ApiError {
-        use crate::services::jobs::JobError;
-        let (status, code) = match &err {
-            JobError::NoSuchJob(_) => (StatusCode::NOT_FOUND, "no_such_job"),
-            JobError::NotDeadLettered { .. } => (StatusCode::CONFLICT, "not_dead_lettered"),
-            JobError::NoQueueTrigger(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_queue_trigger"),
-            // The gateway answers 503; for the admin API it is a state of the function, not
-            // a failure of the node.
-            JobError::ArtifactRevoked(_) => (StatusCode::CONFLICT, "artifact_revoked"),
-            JobError::FunctionExpired(_) => (StatusCode::GONE, "function_expired"),
-            JobError::InvalidState(_) => (StatusCode::BAD_REQUEST, "invalid_state"),
-            JobError::Missing(_) | JobError::Store(_) => {
-                return match err {
-                    JobError::Missing(err) => err.into(),
-                    JobError::Store(err) => err.into(),
-                    _ => unreachable!("matched above"),
-                };
-            }
-        };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-        }
-    }
-}
+answered!(
+    crate::environments::Missing,
+    crate::services::api_keys::ApiKeyError,
+    crate::services::artifacts::ArtifactError,
+    crate::services::budgets::BudgetError,
+    crate::services::environments::EnvironmentError,
+    crate::services::jobs::JobError,
+    crate::services::releases::ReleaseError,
+    crate::services::tokens::TokenError,
+);
 
 /// The 404 for an environment that does not exist.
 pub(crate) fn no_such_environment(name: &str) -> ApiError {
     crate::environments::Missing::Environment(name.to_owned()).into()
 }
 
-impl From<crate::environments::Missing> for ApiError {
-    fn from(err: crate::environments::Missing) -> ApiError {
+impl Answer for crate::environments::Missing {
+    fn answer(&self) -> ApiError {
         use crate::environments::Missing;
-        let code = match &err {
+        let code = match self {
             Missing::Environment(_) => "no_such_environment",
             Missing::Function { .. } => "no_such_function",
         };
-        ApiError::not_found(code, err.to_string())
+        said(self, StatusCode::NOT_FOUND, code)
     }
 }
 
-impl From<crate::services::releases::ReleaseError> for ApiError {
-    fn from(err: crate::services::releases::ReleaseError) -> ApiError {
-        use crate::services::releases::ReleaseError;
-        let (status, code) = match err {
-            ReleaseError::Missing(err) => return err.into(),
-            ReleaseError::Store(err) => return err.into(),
-            ReleaseError::InFunction { function, source } => {
-                let mut inner = ApiError::from(*source);
+impl Answer for crate::services::api_keys::ApiKeyError {
+    fn answer(&self) -> ApiError {
+        use crate::services::api_keys::ApiKeyError as E;
+        let (status, code) = match self {
+            E::InvalidTtl(_) => (StatusCode::BAD_REQUEST, "invalid_ttl"),
+            E::InvalidRate(_) => (StatusCode::BAD_REQUEST, "invalid_rate"),
+            E::NoSuchKey(_) => (StatusCode::NOT_FOUND, "no_such_key"),
+            E::NoSuchEnvironment(_) => (StatusCode::NOT_FOUND, "no_such_environment"),
+            E::Store(err) => return store_answer(err),
+        };
+        said(self, status, code)
+    }
+}
+
+impl Answer for crate::services::tokens::TokenError {
+    fn answer(&self) -> ApiError {
+        use crate::services::tokens::TokenError as E;
+        let (status, code) = match self {
+            E::InvalidTtl(_) => (StatusCode::BAD_REQUEST, "invalid_ttl"),
+            E::ForeignScope { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            E::NoSuchEnvironment(_) => (StatusCode::NOT_FOUND, "no_such_environment"),
+            E::NoSuchToken(_) => (StatusCode::NOT_FOUND, "no_such_token"),
+            E::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already_revoked"),
+            E::LastAdminToken(_) => (StatusCode::CONFLICT, "last_admin_token"),
+            E::Store(err) => return store_answer(err),
+        };
+        said(self, status, code)
+    }
+}
+
+impl Answer for crate::services::budgets::BudgetError {
+    fn answer(&self) -> ApiError {
+        use crate::services::budgets::BudgetError as E;
+        let (status, code) = match self {
+            E::MissingScope(_) => (StatusCode::BAD_REQUEST, "missing_scope"),
+            E::OwnerNeedsEveryEnvironment | E::OutsideScope { .. } => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
+            E::NoSuchFunction { .. } => (StatusCode::NOT_FOUND, "no_such_function"),
+            E::NoSuchBudget(_) => (StatusCode::NOT_FOUND, "no_such_budget"),
+            E::Store(err) => return store_answer(err),
+        };
+        said(self, status, code)
+    }
+}
+
+impl Answer for crate::services::jobs::JobError {
+    fn answer(&self) -> ApiError {
+        use crate::services::jobs::JobError as E;
+        let (status, code) = match self {
+            E::NoSuchJob(_) => (StatusCode::NOT_FOUND, "no_such_job"),
+            E::NotDeadLettered { .. } => (StatusCode::CONFLICT, "not_dead_lettered"),
+            E::NoQueueTrigger(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no_queue_trigger"),
+            // The gateway answers 503; for the admin API it is a state of the function, not
+            // a failure of the node.
+            E::ArtifactRevoked(_) => (StatusCode::CONFLICT, "artifact_revoked"),
+            E::FunctionExpired(_) => (StatusCode::GONE, "function_expired"),
+            E::InvalidState(_) => (StatusCode::BAD_REQUEST, "invalid_state"),
+            E::Missing(err) => return err.answer(),
+            E::Store(err) => return store_answer(err),
+        };
+        said(self, status, code)
+    }
+}
+
+impl Answer for crate::services::releases::ReleaseError {
+    fn answer(&self) -> ApiError {
+        use crate::services::releases::ReleaseError as E;
+        let (status, code) = match self {
+            E::ReleaseChanged { .. } => (StatusCode::CONFLICT, "release_changed"),
+            E::EmptyDeploy => (StatusCode::UNPROCESSABLE_ENTITY, "empty_deploy"),
+            E::InvalidConfiguration(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration")
+            }
+            E::ArtifactMissing { .. } => (StatusCode::BAD_REQUEST, "artifact_missing"),
+            E::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "digest_mismatch"),
+            E::InvalidArtifact(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_artifact"),
+            E::ArtifactAltered(_) => (StatusCode::CONFLICT, "artifact_altered"),
+            E::VettingFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "vetting_failed"),
+            E::NoSuchRelease { .. } => (StatusCode::NOT_FOUND, "no_such_release"),
+            E::NoEarlierRelease { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_earlier_release"),
+            E::AlreadyServing { .. } => (StatusCode::CONFLICT, "already_serving"),
+            E::NothingToConfigure => (StatusCode::BAD_REQUEST, "nothing_to_configure"),
+            E::ForeignSource { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            E::SameEnvironment(_) => (StatusCode::UNPROCESSABLE_ENTITY, "same_environment"),
+            E::UntilInThePast(_) => (StatusCode::UNPROCESSABLE_ENTITY, "until_in_the_past"),
+            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            E::InFunction { function, source } => {
+                let mut inner = source.answer();
                 inner.message = format!("function `{function}`: {}", inner.message);
                 return inner;
             }
-            ref err => match err {
-                ReleaseError::ReleaseChanged { .. } => (StatusCode::CONFLICT, "release_changed"),
-                ReleaseError::EmptyDeploy => (StatusCode::UNPROCESSABLE_ENTITY, "empty_deploy"),
-                ReleaseError::InvalidConfiguration(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration")
-                }
-                ReleaseError::ArtifactMissing { .. } => {
-                    (StatusCode::BAD_REQUEST, "artifact_missing")
-                }
-                ReleaseError::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, "digest_mismatch"),
-                ReleaseError::InvalidArtifact(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_artifact")
-                }
-                ReleaseError::ArtifactAltered(_) => (StatusCode::CONFLICT, "artifact_altered"),
-                ReleaseError::VettingFailed(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "vetting_failed")
-                }
-                ReleaseError::NoSuchRelease { .. } => (StatusCode::NOT_FOUND, "no_such_release"),
-                ReleaseError::NoEarlierRelease { .. } => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "no_earlier_release")
-                }
-                ReleaseError::AlreadyServing { .. } => (StatusCode::CONFLICT, "already_serving"),
-                ReleaseError::NothingToConfigure => {
-                    (StatusCode::BAD_REQUEST, "nothing_to_configure")
-                }
-                ReleaseError::ForeignSource { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-                ReleaseError::SameEnvironment(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "same_environment")
-                }
-                ReleaseError::UntilInThePast(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "until_in_the_past")
-                }
-                ReleaseError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-                ReleaseError::Missing(_)
-                | ReleaseError::Store(_)
-                | ReleaseError::InFunction { .. } => unreachable!("answered above"),
-            },
+            E::Missing(err) => return err.answer(),
+            E::Store(err) => return store_answer(err),
         };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-        }
+        said(self, status, code)
     }
 }
 
-impl From<crate::services::environments::EnvironmentError> for ApiError {
-    fn from(err: crate::services::environments::EnvironmentError) -> ApiError {
-        use crate::services::environments::EnvironmentError;
-        let (status, code) = match &err {
-            EnvironmentError::Scoped { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            EnvironmentError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
-            EnvironmentError::InvalidTtl(_) => (StatusCode::BAD_REQUEST, "invalid_ttl"),
-            EnvironmentError::NothingToCopy => (StatusCode::BAD_REQUEST, "nothing_to_copy"),
-            EnvironmentError::InvalidTrustedKeys(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_trusted_keys")
-            }
-            EnvironmentError::Exists(_) => (StatusCode::CONFLICT, "environment_exists"),
-            EnvironmentError::VettingFailed(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "vetting_failed")
-            }
-            EnvironmentError::Home(_) => (StatusCode::CONFLICT, "home_environment"),
-            EnvironmentError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            EnvironmentError::Missing(_) | EnvironmentError::Store(_) => {
-                return match err {
-                    EnvironmentError::Missing(err) => err.into(),
-                    EnvironmentError::Store(err) => err.into(),
-                    _ => unreachable!("matched above"),
-                };
-            }
+impl Answer for crate::services::environments::EnvironmentError {
+    fn answer(&self) -> ApiError {
+        use crate::services::environments::EnvironmentError as E;
+        let (status, code) = match self {
+            E::Scoped { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            E::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            E::InvalidTtl(_) => (StatusCode::BAD_REQUEST, "invalid_ttl"),
+            E::NothingToCopy => (StatusCode::BAD_REQUEST, "nothing_to_copy"),
+            E::InvalidTrustedKeys(_) => (StatusCode::BAD_REQUEST, "invalid_trusted_keys"),
+            E::Exists(_) => (StatusCode::CONFLICT, "environment_exists"),
+            E::VettingFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "vetting_failed"),
+            E::Home(_) => (StatusCode::CONFLICT, "home_environment"),
+            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            E::Missing(err) => return err.answer(),
+            E::Store(err) => return store_answer(err),
         };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-        }
+        said(self, status, code)
     }
 }
 
-impl From<crate::services::artifacts::ArtifactError> for ApiError {
-    fn from(err: crate::services::artifacts::ArtifactError) -> ApiError {
-        use crate::services::artifacts::ArtifactError;
-        let (status, code) = match &err {
-            ArtifactError::InvalidSignature(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
-            ArtifactError::SignatureDigestMismatch { .. } => {
+impl Answer for crate::services::artifacts::ArtifactError {
+    fn answer(&self) -> ApiError {
+        use crate::services::artifacts::ArtifactError as E;
+        let (status, code) = match self {
+            E::InvalidSignature(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+            E::SignatureDigestMismatch { .. } => {
                 (StatusCode::BAD_REQUEST, "signature_digest_mismatch")
             }
-            ArtifactError::ArtifactMissing(_) => (StatusCode::NOT_FOUND, "artifact_missing"),
-            ArtifactError::Scoped { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            ArtifactError::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already_revoked"),
-            ArtifactError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ArtifactError::Store(_) => {
-                let ArtifactError::Store(err) = err else {
-                    unreachable!("matched above")
-                };
-                return err.into();
-            }
+            E::ArtifactMissing(_) => (StatusCode::NOT_FOUND, "artifact_missing"),
+            E::Scoped { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            E::AlreadyRevoked(_) => (StatusCode::CONFLICT, "already_revoked"),
+            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            E::Store(err) => return store_answer(err),
         };
-        ApiError {
-            status,
-            code,
-            message: err.to_string(),
-        }
+        said(self, status, code)
     }
 }
 
