@@ -240,25 +240,39 @@ fn wait_until(
     bail!("{url} never answered with {needle}")
 }
 
-/// Records one node writes per second: the store's own sink, batches of 1,000.
+/// Records one node writes per second: the store's own sink, batches of 1,000, three passes
+/// of 100,000 records, each into a fresh database after a checkpoint (the throughput runs
+/// before leave the server writing out their own rows, which is not the writer's cost).
 fn records(server: &TestPostgres, scratch: &Path) -> anyhow::Result<()> {
-    let store = runway_store_postgres::PostgresStore::open(
-        &server.create_database(),
-        &scratch.join("records-node"),
-    )?;
-    let mut sink = store.record_sink()?;
-    let batches = 100;
-    let start = Instant::now();
-    for batch in 0..batches {
-        let records: Vec<_> = (0..1000)
-            .map(|n| record(&format!("r-{batch}-{n}")))
+    let mut rates = Vec::new();
+    for pass in 0..3 {
+        let url = server.create_database();
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls)?;
+        admin.batch_execute("CHECKPOINT")?;
+        let store = runway_store_postgres::PostgresStore::open(
+            &url,
+            &scratch.join(format!("records-node-{pass}")),
+        )?;
+        let mut sink = store.record_sink()?;
+        let batches: Vec<Vec<_>> = (0..100)
+            .map(|batch| {
+                (0..1000)
+                    .map(|n| record(&format!("r-{pass}-{batch}-{n}")))
+                    .collect()
+            })
             .collect();
-        sink.write_batch(&records)
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        let start = Instant::now();
+        for batch in &batches {
+            sink.write_batch(batch)
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+        }
+        rates.push(100_000.0 / start.elapsed().as_secs_f64());
     }
-    let rate = (batches * 1000) as f64 / start.elapsed().as_secs_f64();
+    let median = percentile(&mut rates, 0.5);
     println!(
-        "records one node writes to PostgreSQL, batches of 1,000 with their log lines and rollups: {rate:.0} records/s (goal ≥ 50,000)"
+        "records one node writes to PostgreSQL, batches of 1,000 with their log lines and rollups: median {median:.0} records/s over 3 passes ({:.0}–{:.0}) (goal ≥ 50,000)",
+        rates[0],
+        rates[rates.len() - 1]
     );
     Ok(())
 }
