@@ -33,7 +33,8 @@
 //! - **Records.** A batch is inserted with one statement of `UNNEST`ed arrays,
 //!   `ON CONFLICT (request_id) DO NOTHING RETURNING request_id`; only the records that
 //!   statement stored get log lines (binary `COPY`) and go into the hourly rollups, in the
-//!   same transaction, so a retried batch counts once. Invocations carry one secondary index
+//!   same transaction, so a retried batch counts once. A large batch goes in as two halves
+//!   at once on two connections. Invocations carry one secondary index
 //!   (by start time): the rollups answer every other question.
 //! - **Node-local state.** Compiled-code checksums describe files in one node's own cache,
 //!   so they live in that node's folder (`compiled-checksums.json`), not in the shared

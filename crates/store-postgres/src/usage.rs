@@ -15,13 +15,19 @@ use runway_store::{
 use crate::pool::{Target, connect};
 use crate::{PostgresStore, blocking, db, without_nul};
 
-/// Writes the meter's batches on a connection of its own, reconnecting after the server
-/// closed it.
+/// Writes the meter's batches on connections of its own, reconnecting after the server
+/// closed one. A large batch is written as two halves at once, each in its own transaction
+/// on its own connection, so the server works on both with two cores; a half that fails
+/// fails the batch, and the retried batch stores only what the other half did not (records
+/// are inserted `ON CONFLICT DO NOTHING`).
 pub struct PostgresRecordSink {
     config: postgres::Config,
     target: Target,
-    connection: Option<(Client, SinkStatements)>,
+    connections: [Option<(Client, SinkStatements)>; 2],
 }
+
+/// Batches at least this large are written as two halves at once.
+const SPLIT_AT: usize = 256;
 
 /// The sink's statements, prepared once per connection (each batch then skips the parse).
 struct SinkStatements {
@@ -75,30 +81,41 @@ const ADD_TO_ROLLUPS: &str =
        peak_concurrency = GREATEST(usage_hourly.peak_concurrency, excluded.peak_concurrency),
        memory_mb = GREATEST(usage_hourly.memory_mb, excluded.memory_mb)";
 
-impl PostgresRecordSink {
-    /// The sink's connection, made (again) if there is none or the server closed it.
-    fn connection(&mut self) -> Result<&mut (Client, SinkStatements), StoreError> {
-        if self
-            .connection
-            .as_ref()
-            .is_none_or(|(client, _)| client.is_closed())
-        {
-            self.connection = None;
-            let mut client = connect(&self.config, &self.target, "runway record sink")?;
-            let action = "preparing to write records";
-            let statements = SinkStatements {
-                insert_records: client.prepare(INSERT_RECORDS).map_err(db(action))?,
-                add_to_rollups: client.prepare(ADD_TO_ROLLUPS).map_err(db(action))?,
-            };
-            self.connection = Some((client, statements));
-        }
-        Ok(self.connection.as_mut().expect("connected above"))
+/// Sink connection `slot`, made (again) if there is none or the server closed it.
+fn sink_connection<'a>(
+    slot: &'a mut Option<(Client, SinkStatements)>,
+    config: &postgres::Config,
+    target: &Target,
+) -> Result<&'a mut (Client, SinkStatements), StoreError> {
+    if slot.as_ref().is_none_or(|(client, _)| client.is_closed()) {
+        *slot = None;
+        let mut client = connect(config, target, "runway record sink")?;
+        let action = "preparing to write records";
+        let statements = SinkStatements {
+            insert_records: client.prepare(INSERT_RECORDS).map_err(db(action))?,
+            add_to_rollups: client.prepare(ADD_TO_ROLLUPS).map_err(db(action))?,
+        };
+        *slot = Some((client, statements));
     }
+    Ok(slot.as_mut().expect("connected above"))
+}
+
+/// Writes `records` in one transaction on connection `slot`.
+fn write_in_one_transaction(
+    slot: &mut Option<(Client, SinkStatements)>,
+    config: &postgres::Config,
+    target: &Target,
+    records: &[InvocationRecord],
+) -> Result<(), StoreError> {
+    let (client, statements) = sink_connection(slot, config, target)?;
+    let mut tx = client.transaction().map_err(db("writing records"))?;
+    write_records(&mut tx, statements, records).map_err(db("writing records"))?;
+    tx.commit().map_err(db("writing records"))
 }
 
 impl Drop for PostgresRecordSink {
     fn drop(&mut self) {
-        crate::close(self.connection.take());
+        crate::close(std::mem::take(&mut self.connections));
     }
 }
 
@@ -107,11 +124,29 @@ impl RecordSink for PostgresRecordSink {
         if records.is_empty() {
             return Ok(());
         }
+        let (config, target) = (&self.config, &self.target);
+        let [first, second] = &mut self.connections;
         blocking(|| {
-            let (client, statements) = self.connection()?;
-            let mut tx = client.transaction().map_err(db("writing records"))?;
-            write_records(&mut tx, statements, records).map_err(db("writing records"))?;
-            tx.commit().map_err(db("writing records"))
+            if records.len() < SPLIT_AT {
+                return write_in_one_transaction(first, config, target, records);
+            }
+            let (front, back) = records.split_at(records.len() / 2);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| write_in_one_transaction(second, config, target, back));
+                let mine = write_in_one_transaction(first, config, target, front);
+                let other = other.join().unwrap_or_else(|_| {
+                    Err(StoreError::Corrupt(
+                        "the record writer's second thread panicked".into(),
+                    ))
+                });
+                // An unreachable server is the error to report when either half saw it: the
+                // batch then waits rather than being given up.
+                match (mine, other) {
+                    (Ok(()), Ok(())) => Ok(()),
+                    (Err(err), _) | (_, Err(err)) if err.is_unavailable() => Err(err),
+                    (Err(err), _) | (_, Err(err)) => Err(err),
+                }
+            })
         })
         .map_err(|err| {
             // Unreachable: the batch waits and is written when the server answers; the
@@ -190,7 +225,19 @@ fn add_to_rollups(
     statements: &SinkStatements,
     records: &[&InvocationRecord],
 ) -> Result<(), postgres::Error> {
-    let hours = hourly_rollups(records.iter().copied());
+    // In one order: two halves of a batch upsert the same hours at once, and rows locked in
+    // different orders could deadlock.
+    let mut hours: Vec<_> = hourly_rollups(records.iter().copied())
+        .into_iter()
+        .collect();
+    hours.sort_by(|(a, _), (b, _)| {
+        (a.hour_ms, a.environment, a.function, a.release).cmp(&(
+            b.hour_ms,
+            b.environment,
+            b.function,
+            b.release,
+        ))
+    });
     let mut hour_ms = Vec::with_capacity(hours.len());
     let mut environment = Vec::with_capacity(hours.len());
     let mut function = Vec::with_capacity(hours.len());
@@ -253,10 +300,15 @@ impl UsageStore for PostgresStore {
         let mut sink = PostgresRecordSink {
             config: pool.config().clone(),
             target: pool.target().clone(),
-            connection: None,
+            connections: [None, None],
         };
         // Connect now, so a store that cannot take records says so when the sink is made.
-        blocking(|| sink.connection().map(drop))?;
+        blocking(|| {
+            for slot in &mut sink.connections {
+                sink_connection(slot, &sink.config, &sink.target)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
         Ok(Box::new(sink))
     }
 

@@ -221,6 +221,34 @@ fn a_retried_record_batch_is_counted_once() {
 }
 
 #[test]
+fn a_large_batch_written_in_two_halves_at_once_counts_each_record_once() {
+    let Some((url, local)) = database() else {
+        return;
+    };
+    let store = PostgresStore::open(&url, local.path()).unwrap();
+    let mut sink = store.record_sink().unwrap();
+    // Large enough to be split; spread over ten hours, so both halves upsert the same
+    // rollup rows at once (in one order, or they could deadlock).
+    let at = |n: i64| 1_000 + (n % 10) * 3_600_000;
+    let batch: Vec<InvocationRecord> = (0..1_000).map(|n| record(format!("r{n}"), at(n))).collect();
+    for _ in 0..3 {
+        sink.write_batch(&batch).unwrap();
+    }
+    // Half old, half new, and one new record in both halves: each counts once.
+    let mut overlapping: Vec<InvocationRecord> = (500..1_500)
+        .map(|n| record(format!("r{n}"), at(n)))
+        .collect();
+    overlapping[0] = record("r-twice".into(), at(0));
+    overlapping[999] = record("r-twice".into(), at(0));
+    sink.write_batch(&overlapping).unwrap();
+    let usage = store.usage("prod", 0).unwrap();
+    // r0..r1498 (r1499 was replaced) and r-twice.
+    assert_eq!(usage[0].invocations, 1_500);
+    assert_eq!(usage[0].cost, PicoUsd(1_500_000));
+    assert_eq!(store.logs("prod", "a", 0, 10_000).unwrap().len(), 2 * 1_500);
+}
+
+#[test]
 fn the_change_feed_wakes_on_another_nodes_deploy_and_not_otherwise() {
     let Some((url, local)) = database() else {
         return;
