@@ -7,6 +7,7 @@ mod cluster;
 mod cost;
 mod deploy;
 mod environments;
+mod kubernetes;
 mod lifecycle;
 mod limits;
 mod metering;

@@ -185,7 +185,7 @@ impl TestNode {
             Some(token) => command.env("RUNWAY_ADMIN_TOKEN", token),
             None => command.env_remove("RUNWAY_ADMIN_TOKEN"),
         };
-        let mut child = command
+        command
             .args([
                 "serve",
                 "--listen",
@@ -196,7 +196,26 @@ impl TestNode {
             ])
             .arg(data_dir)
             .args(extra)
-            .env("RUNWAY_LOG", "info")
+            .env("RUNWAY_LOG", "info");
+        TestNode::spawn(command)
+    }
+
+    /// Starts `runway serve` with no flags and only `variables` (and PATH) in its
+    /// environment, as a container's entrypoint runs it.
+    pub fn start_from_environment(variables: &[(String, String)]) -> TestNode {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(variables.iter().map(|(k, v)| (k, v)))
+            .env("RUNWAY_LOG", "info");
+        TestNode::spawn(command)
+    }
+
+    /// Runs `command` (a `runway serve`) and waits until it reports both listeners.
+    fn spawn(mut command: Command) -> TestNode {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
