@@ -296,15 +296,18 @@ pub(crate) async fn require(
     })
 }
 
-/// Removes `env=NAME` from the request's query (handlers never see it) and returns NAME.
+/// Removes `env=NAME` from the request's query (handlers never see it) and returns NAME,
+/// percent-decoded as any query value is.
 fn take_environment(request: &mut Request) -> Option<String> {
     let query = request.uri().query()?;
     let mut found = None;
     let rest: Vec<&str> = query
         .split('&')
         .filter(|pair| match pair.strip_prefix("env=") {
-            Some(value) => {
-                found = Some(value.to_owned());
+            Some(_) => {
+                found = form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .map(|(_, value)| value.into_owned());
                 false
             }
             None => true,
@@ -557,4 +560,34 @@ pub(crate) fn create_token(
     };
     store.create_token(&record)?;
     Ok((record, minted.secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken(uri: &str) -> (Option<String>, String) {
+        let mut request = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let env = take_environment(&mut request);
+        (env, request.uri().to_string())
+    }
+
+    #[test]
+    fn the_environment_is_taken_from_the_query_and_percent_decoded() {
+        assert_eq!(
+            taken("/v1/functions?env=pr%2D42&limit=5"),
+            (Some("pr-42".into()), "/v1/functions?limit=5".into())
+        );
+        assert_eq!(
+            taken("/v1/functions?env=dev"),
+            (Some("dev".into()), "/v1/functions".into())
+        );
+        assert_eq!(
+            taken("/v1/functions?limit=5"),
+            (None, "/v1/functions?limit=5".into())
+        );
+    }
 }
