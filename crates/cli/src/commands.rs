@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use reqwest::StatusCode;
@@ -421,32 +421,76 @@ pub struct LogsArgs {
 
 pub fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let client = AdminClient::new(&args.server)?;
-    let mut after = 0;
+    let mut follower = LogFollower::default();
     loop {
-        let page: LogsResponse = client.json(
-            client
-                .get(&format!("/v1/functions/{}/logs", args.name))
-                .query(&[("after", after)]),
-        )?;
-        for entry in &page.entries {
-            if args.json {
-                println!("{}", serde_json::to_string(entry)?);
-            } else {
-                let at = humantime::format_rfc3339_millis(
-                    UNIX_EPOCH + Duration::from_millis(entry.at_ms as u64),
-                );
-                println!("{at} {:<8} {}", entry.stream.as_str(), entry.line);
+        // Each round reads from the last settled line, so a line that became visible below
+        // one already printed is still printed, once.
+        let mut after = follower.floor;
+        loop {
+            let page: LogsResponse = client.json(
+                client
+                    .get(&format!("/v1/functions/{}/logs", args.name))
+                    .query(&[("after", after)]),
+            )?;
+            let now = Instant::now();
+            for entry in page.entries.iter().filter(|e| follower.fresh(e.id, now)) {
+                if args.json {
+                    println!("{}", serde_json::to_string(entry)?);
+                } else {
+                    let at = humantime::format_rfc3339_millis(
+                        UNIX_EPOCH + Duration::from_millis(entry.at_ms as u64),
+                    );
+                    println!("{at} {:<8} {}", entry.stream.as_str(), entry.line);
+                }
             }
-        }
-        let got_page = !page.entries.is_empty();
-        after = page.next_after;
-        if got_page {
-            continue;
+            if page.entries.is_empty() {
+                break;
+            }
+            after = page.next_after;
         }
         if !args.follow {
             return Ok(ExitCode::SUCCESS);
         }
+        follower.settle(Instant::now());
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Which log lines `runway logs --follow` has printed. A line's id is given when it is
+/// written and it becomes visible when its batch commits, so a line may appear below one
+/// already printed: another node's batch, or the other half of a large batch. Lines are
+/// re-read until they are [`LOG_SETTLE`] old, and each is printed once.
+#[derive(Default)]
+struct LogFollower {
+    /// Every line at or below this id has been printed or will never appear.
+    floor: i64,
+    /// Lines above the floor already printed, with when they were first seen.
+    seen: std::collections::BTreeMap<i64, Instant>,
+}
+
+/// How long a batch may take to commit after another's lines were seen; far longer than a
+/// batch takes.
+const LOG_SETTLE: Duration = Duration::from_secs(2);
+
+impl LogFollower {
+    /// Whether line `id` is new (and now counted as printed).
+    fn fresh(&mut self, id: i64, now: Instant) -> bool {
+        if id <= self.floor || self.seen.contains_key(&id) {
+            return false;
+        }
+        self.seen.insert(id, now);
+        true
+    }
+
+    /// Raises the floor over the lowest lines seen at least [`LOG_SETTLE`] ago.
+    fn settle(&mut self, now: Instant) {
+        while let Some((&id, &at)) = self.seen.first_key_value() {
+            if now.duration_since(at) < LOG_SETTLE {
+                break;
+            }
+            self.floor = id;
+            self.seen.remove(&id);
+        }
     }
 }
 
@@ -646,4 +690,29 @@ pub fn releases(args: ReleasesArgs) -> anyhow::Result<ExitCode> {
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_that_appears_below_one_printed_is_printed_once() {
+        let start = Instant::now();
+        let mut follower = LogFollower::default();
+        // Lines 1, 2 and 4 are visible; 3's batch has not committed yet.
+        assert!([1, 2, 4].iter().all(|id| follower.fresh(*id, start)));
+        follower.settle(start + Duration::from_millis(500));
+        assert_eq!(follower.floor, 0, "nothing has settled yet");
+        // The next round reads from the floor again: 3 is new, the others are not.
+        let later = start + Duration::from_millis(600);
+        assert!(follower.fresh(3, later));
+        assert!(![1, 2, 4].iter().any(|id| follower.fresh(*id, later)));
+        // Two seconds on, 1, 2 and 4 are settled; 3 (seen later) holds the floor below it.
+        follower.settle(start + LOG_SETTLE);
+        assert_eq!(follower.floor, 2);
+        follower.settle(later + LOG_SETTLE);
+        assert_eq!(follower.floor, 4);
+        assert!(!follower.fresh(3, later + LOG_SETTLE));
+    }
 }
