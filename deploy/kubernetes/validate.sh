@@ -16,7 +16,9 @@ say() { printf 'kubernetes: %s\n' "$*"; }
 command -v kubectl >/dev/null || { say "kubectl is not installed (it brings kustomize)"; exit 1; }
 target=${CARGO_TARGET_DIR:-target}
 venv=$target/kubernetes-venv
-if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE\$"; then
+# Read whole before matching: `grep -q` would stop early and, with pipefail, fail the pipe.
+installed=$("$venv/bin/pip" show kubernetes-validate 2>/dev/null || true)
+if ! grep -qx "Version: $KUBERNETES_VALIDATE" <<<"$installed"; then
   say "installing kubernetes-validate $KUBERNETES_VALIDATE into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \

@@ -476,6 +476,8 @@ pub(crate) async fn extend(
     request: Result<Json<ExtendRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = json_body(request, "extend")?;
+    // A function that is not there is the first thing to say, as before any parsing.
+    env.function(&name)?;
     let until: Expiry = request
         .until
         .parse()
