@@ -803,10 +803,12 @@ fn refusals_of_a_known_token_are_bounded_in_size_and_number_and_throttled_per_cl
         .into_iter()
         .filter(|r| r["actor"] == id.as_str())
         .collect();
-    assert_eq!(
-        records.len(),
-        60,
-        "one token's refusals are recorded up to 60 a minute"
+    // 60 a minute, refilled at one a second while the calls run (a slow machine takes more
+    // than a second over them), as the refusals above are.
+    assert!(
+        (60..=65).contains(&records.len()),
+        "one token's refusals are recorded up to 60 a minute: {}",
+        records.len()
     );
     for record in &records {
         let target = record["target"].as_str().unwrap();
