@@ -14,6 +14,12 @@ VERSION=${RUNWAY_KUBERNETES_VERSION:-1.32}
 say() { printf 'kubernetes: %s\n' "$*"; }
 
 command -v kubectl >/dev/null || { say "kubectl is not installed (it brings kustomize)"; exit 1; }
+# `labels`, `replicas` and target patches need kustomize 4 or later (kubectl 1.21+).
+kustomize=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+if [ -z "$kustomize" ] || [ "$kustomize" -lt 4 ]; then
+  say "kubectl's kustomize is ${kustomize:-unknown}; these manifests need kustomize 4 or later (kubectl 1.21+)"
+  exit 1
+fi
 target=${CARGO_TARGET_DIR:-target}
 venv=$target/kubernetes-venv
 # Read whole before matching: `grep -q` would stop early and, with pipefail, fail the pipe.
